@@ -1,0 +1,126 @@
+"""Training pairs: tab-separated files (keras.io / manythings.org Anki format)
+and the built-in date data set, which needs no network."""
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.errors import DataError
+
+# Pairs with a side longer than this are skipped (counted and reported): one
+# stray megabyte-long line would otherwise size every padded input.
+DEFAULT_MAX_CHARS = 200
+
+
+@dataclass
+class PairFile:
+    pairs: list[tuple[str, str]]
+    skipped_long: int = 0
+    skipped_blank: int = 0
+
+
+def read_pairs(path: str | Path, limit: int | None = None,
+               max_chars: int = DEFAULT_MAX_CHARS) -> PairFile:
+    """Read ``input<TAB>target[<TAB>attribution]`` lines (UTF-8, optional BOM).
+
+    Blank lines are skipped. A line without a tab, an empty side or bytes that
+    are not UTF-8 raise DataError naming the file and line. ``limit`` keeps the
+    first N pairs, as keras.io's ``num_samples`` does.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: data file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not a data file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    result = PairFile(pairs=[])
+    for lineno, line in enumerate(raw.split(b"\n"), start=1):
+        if limit is not None and len(result.pairs) >= limit:
+            break
+        try:
+            text = line.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {e.start})") from None
+        if not text.strip():
+            result.skipped_blank += 1
+            continue
+        fields = text.split("\t")
+        if len(fields) < 2:
+            raise DataError(f"{path}:{lineno}: no tab; expected input<TAB>target")
+        source, target = fields[0], fields[1]
+        for side, value in (("input", source), ("target", target)):
+            if not value.strip():
+                raise DataError(f"{path}:{lineno}: empty {side}")
+        if len(source) > max_chars or len(target) > max_chars:
+            result.skipped_long += 1
+            continue
+        result.pairs.append((source, target))
+    if not result.pairs:
+        raise DataError(f"{path}: no input<TAB>target pairs found")
+    return result
+
+
+# -- built-in data: dates as seven locales write them -> ISO 8601 ---------------
+DATE_LOCALES = ("en", "fr", "de", "es", "it", "pt", "nl")
+DATE_FORMATS = ("medium", "long")
+FIRST_DATE = dt.date(1900, 1, 1)
+LAST_DATE = dt.date(2099, 12, 31)
+
+
+def date_pairs(count: int, seed: int = 0) -> list[tuple[str, str]]:
+    """``count`` pairs like ``("15 janv. 2023", "2023-01-15")``, one per distinct date.
+
+    Month names come from CLDR through babel. Renderings without letters
+    (numeric formats such as German ``15.01.2023``) are never used, since
+    another locale could read them differently; a rendering two dates share
+    is dropped. Every input therefore has exactly one right answer.
+    """
+    from babel.dates import format_date
+
+    span = (LAST_DATE - FIRST_DATE).days + 1
+    if not 1 <= count <= span:
+        raise DataError(f"the built-in data set has 1 to {span} examples; asked for {count}")
+    rng = random.Random(seed)
+    days = rng.sample(range(span), count)
+    pairs: dict[str, str] = {}
+    clashes: set[str] = set()
+    for day in days:
+        date = FIRST_DATE + dt.timedelta(days=day)
+        options = [(loc, fmt) for loc in DATE_LOCALES for fmt in DATE_FORMATS]
+        rng.shuffle(options)
+        for loc, fmt in options:
+            text = format_date(date, fmt, locale=loc)
+            if any(ch.isalpha() for ch in text):
+                break
+        iso = date.isoformat()
+        if pairs.get(text, iso) != iso:
+            clashes.add(text)
+        pairs[text] = iso
+    return [(t, iso) for t, iso in pairs.items() if t not in clashes]
+
+
+def split(pairs: list[tuple[str, str]], test_size: int, val_fraction: float, seed: int):
+    """Shuffle, then cut off a held-out test set and a validation set.
+
+    Duplicate inputs are dropped first, so no held-out input is ever trained on.
+    """
+    seen: dict[str, str] = {}
+    for source, target in pairs:
+        seen.setdefault(source, target)
+    unique = list(seen.items())
+    random.Random(seed).shuffle(unique)
+    n_val = int(round(len(unique) * val_fraction))
+    if len(unique) - test_size - n_val < 1 or (val_fraction > 0 and n_val < 1):
+        raise DataError(f"{len(unique)} distinct pairs are too few for a test set of "
+                        f"{test_size} and a validation fraction of {val_fraction}")
+    test = unique[:test_size]
+    val = unique[test_size:test_size + n_val]
+    train = unique[test_size + n_val:]
+    return train, val, test

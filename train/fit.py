@@ -1,0 +1,126 @@
+"""Fit the model: teacher-forcing arrays, callbacks, and the result directory."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from runtime.vocab import Vocabulary
+
+MODEL_FILE = "model.keras"
+VOCAB_FILE = "vocab.json"
+HISTORY_FILE = "history.json"
+CURVE_FILE = "loss.png"
+SUMMARY_FILE = "train.json"
+
+
+def teacher_forcing_arrays(vocab: Vocabulary, pairs: list[tuple[str, str]]):
+    """Encoder one-hots, decoder inputs (start + target), targets (target + end)
+    and per-step weights that are zero on padding, so padding adds no loss."""
+    inputs = vocab.one_hot_inputs(vocab.encode_inputs([p[0] for p in pairs]))
+    steps = vocab.max_output_length
+    pad = vocab.target_size  # one-hot of this id is an all-zero row
+    dec_in = np.full((len(pairs), steps), pad, dtype=np.int32)
+    dec_out = np.full((len(pairs), steps), pad, dtype=np.int32)
+    weights = np.zeros((len(pairs), steps), dtype=np.float32)
+    for row, (_, target) in enumerate(pairs):
+        ids = vocab.encode_target(target)[:steps]
+        dec_out[row, :len(ids)] = ids
+        dec_in[row, 0] = vocab.start_id
+        dec_in[row, 1:len(ids)] = ids[:-1]
+        weights[row, :len(ids)] = 1.0
+    return inputs, vocab.one_hot_targets(dec_in), vocab.one_hot_targets(dec_out), weights
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Keep the best model by val_loss; each save is written aside, then renamed,
+    so an interrupt mid-save never leaves a broken model file."""
+
+    def __init__(self, path: Path, monitor: str = "val_loss"):
+        super().__init__()
+        self.path = path
+        self.monitor = monitor
+        self.best = np.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not np.isfinite(value) or value >= self.best:
+            return
+        self.best = float(value)
+        tmp = self.path.with_name(self.path.name + ".saving.keras")
+        self.model.save(tmp)
+        os.replace(tmp, self.path)
+
+
+class HistoryFile(keras.callbacks.Callback):
+    """Write the history after every epoch, so an interrupted run keeps it."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.epochs: list[dict] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+        self.path.write_text(json.dumps({"epochs": self.epochs}, indent=1) + "\n")
+
+
+class StopOnNaN(keras.callbacks.TerminateOnNaN):
+    """Keras's own NaN stop, named for the summary."""
+
+
+@dataclass
+class FitConfig:
+    epochs: int
+    batch_size: int
+    patience: int
+    verbose: int = 1
+
+
+def fit(model: keras.Model, train_arrays, val_arrays, workdir: Path, cfg: FitConfig):
+    """Fit with early stopping and an atomic best checkpoint. Returns the history
+    callback and whether the run was interrupted (Ctrl-C)."""
+    x_enc, x_dec, y, w = train_arrays
+    history = HistoryFile(workdir / HISTORY_FILE)
+    callbacks = [
+        AtomicCheckpoint(workdir / MODEL_FILE),
+        history,
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
+                                      restore_best_weights=True),
+        StopOnNaN(),
+    ]
+    v_enc, v_dec, v_y, v_w = val_arrays
+    interrupted = False
+    try:
+        model.fit([x_enc, x_dec], y, sample_weight=w, batch_size=cfg.batch_size,
+                  epochs=cfg.epochs, validation_data=([v_enc, v_dec], v_y, v_w),
+                  callbacks=callbacks, verbose=cfg.verbose, shuffle=True)
+    except KeyboardInterrupt:
+        interrupted = True
+    return history, interrupted
+
+
+def plot_history(history_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = json.loads(history_path.read_text())["epochs"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [e["epoch"] for e in epochs]
+    for key, label in (("loss", "training"), ("val_loss", "validation")):
+        if all(key in e for e in epochs):
+            ax.plot(xs, [e[key] for e in epochs], marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("categorical cross-entropy")
+    ax.set_title("seq2seq training loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
