@@ -1,0 +1,70 @@
+"""``python -m export``: a trained Keras seq2seq model -> a verified artifact directory."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from runtime.errors import Seq2SeqError
+
+FORMATS = ("onnx", "tflite")
+QUANTIZE = ("int8", "fp16")
+
+
+def _csv(choices):
+    def parse(text):
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {', '.join(choices)}; got {text!r}")
+        return list(dict.fromkeys(items))
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Split a trained seq2seq model into an encoder graph and a single-step "
+                    "decoder graph, convert both to ONNX and TFLite (builtin ops only), "
+                    "prove they give Keras's answers, and write a self-describing artifact "
+                    "directory for the runtime.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", metavar="MODEL.keras", help="trained model (Keras 3 format)")
+    p.add_argument("--vocab", metavar="FILE",
+                   help="vocabulary JSON (see README); default: vocab.json beside the model")
+    p.add_argument("--out", metavar="DIR", help="artifact directory; default: "
+                   "'artifact' beside the model")
+    p.add_argument("--formats", type=_csv(FORMATS), default=list(FORMATS),
+                   help="comma-separated formats to write")
+    p.add_argument("--quantize", type=_csv(QUANTIZE), default=[],
+                   help="also write smaller variants: int8 (ONNX dynamic, TFLite "
+                        "dynamic-range) and/or fp16 (TFLite)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--check-texts", metavar="FILE",
+                   help="inputs for the greedy parity check, one per line (text before a "
+                        "tab is used); default: heldout.tsv beside the model, else random "
+                        "strings over the input vocabulary")
+    p.add_argument("--check-samples", type=int, default=200,
+                   help="most inputs used by the greedy parity check")
+    p.add_argument("--force", action="store_true", help="replace an existing artifact")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not 7 <= args.opset <= 21:
+        parser().error(f"--opset must be between 7 and 21, got {args.opset}")
+    if args.check_samples < 1:
+        parser().error("--check-samples must be positive")
+    try:
+        from .pipeline import run
+
+        return run(args)
+    except Seq2SeqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""tf.function -> ONNX (tf2onnx) and -> TFLite (builtin ops only), plus quantized variants."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import tensorflow as tf
+
+from .errors import ConversionError
+
+DEFAULT_OPSET = 17
+
+
+@contextlib.contextmanager
+def _quiet():
+    """tf2onnx and the TFLite converter print pages of INFO; keep it off the console."""
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink):
+        yield
+
+
+def to_onnx(fn, path: Path, opset: int, props: dict[str, str]) -> None:
+    import onnx
+    import tf2onnx
+
+    try:
+        with _quiet():
+            model, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature,
+                                                     opset=opset)
+    except Exception as e:  # tf2onnx raises many untyped errors
+        raise ConversionError(f"tf2onnx could not convert {path.name}: {e}") from e
+    onnx.helper.set_model_props(model, props)
+    model.producer_name = "seq2seq-edge"
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ConversionError(f"{path.name} fails onnx.checker: {e}") from e
+    onnx.save(model, str(path))
+
+
+def to_tflite(fn, path: Path, precision: str = "fp32") -> None:
+    module = tf.Module()
+    module.fn = fn  # a trackable owner gives the file a signature with named tensors
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [fn.get_concrete_function()], module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if precision == "int8":  # dynamic-range: int8 weights, float activations
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif precision == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    try:
+        with _quiet():
+            data = converter.convert()
+    except Exception as e:
+        raise ConversionError(f"the TFLite converter failed on {path.name}: {e}") from e
+    path.write_bytes(data)
+
+
+def quantize_onnx(src: Path, dst: Path) -> None:
+    """ONNX Runtime's dynamic int8 quantization (weights int8, activations at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        with _quiet():
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    except Exception as e:
+        raise ConversionError(f"onnxruntime could not quantize {src.name}: {e}") from e
+
+
+def onnx_props(vocab_dict: dict, graph: str, toolkit_version: str) -> dict[str, str]:
+    """The fields an app reading only the .onnx file needs, in its metadata_props."""
+    return {"seq2seq.graph": graph, "seq2seq.toolkit_version": toolkit_version,
+            "seq2seq.vocabulary": json.dumps(vocab_dict, ensure_ascii=False)}

@@ -1,0 +1,194 @@
+"""Export pipeline: locate, convert, guard, write metadata, prove parity, promote."""
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import runtime
+from runtime.errors import ArtifactError, DataError, VocabularyError
+from runtime.metadata import (ARTIFACT_FORMAT, ARTIFACT_VERSION, ENCODER_INPUTS,
+                              ENCODER_OUTPUTS, METADATA_FILE, STEP_INPUTS, STEP_OUTPUTS,
+                              sha256_file)
+from runtime.vocab import Vocabulary
+from train import outdir
+
+from . import convert, opguard, parity
+from .errors import ParityError
+
+HELDOUT_FILE = "heldout.tsv"
+
+
+@dataclass
+class ExportResult:
+    directory: Path
+    checks: list[parity.Check]
+    metadata: dict
+
+
+def load_keras_model(path: Path):
+    import keras
+
+    if not path.is_file():
+        raise ArtifactError(f"{path}: model file not found")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # Keras raises many types for a bad file
+        raise ArtifactError(f"{path}: not a loadable Keras model: "
+                            f"{str(e).splitlines()[0][:300]}") from None
+
+
+def check_texts(vocab: Vocabulary, path: Path | None, limit: int, seed: int = 0) -> list[str]:
+    """Inputs for the greedy parity check: from a file, else random strings."""
+    if path is not None:
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except FileNotFoundError:
+            raise DataError(f"{path}: check-texts file not found") from None
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 ({e})") from None
+        texts = [ln.split("\t")[0] for ln in lines if ln.split("\t")[0].strip()]
+        texts = [t for t in texts if len(t) <= vocab.max_input_length
+                 and all(ch in vocab.input_index for ch in t)]
+        if not texts:
+            raise DataError(f"{path}: no usable inputs (empty, too long, or characters "
+                            "outside the vocabulary)")
+        return texts[:limit]
+    rng = random.Random(seed)
+    chars = [t for t in vocab.input_tokens if t != vocab.padding.token] or list(
+        vocab.input_tokens)
+    return ["".join(rng.choice(chars) for _ in range(rng.randint(1, vocab.max_input_length)))
+            for _ in range(min(limit, 64))]
+
+
+def _graph_entry(directory: Path, name: str, fmt: str, precision: str, file: str) -> dict:
+    path = directory / file
+    inputs, outputs = ((ENCODER_INPUTS, ENCODER_OUTPUTS) if name == "encoder"
+                       else (STEP_INPUTS, STEP_OUTPUTS))
+    return {"name": name, "format": fmt, "precision": precision, "file": file,
+            "sha256": sha256_file(path), "bytes": path.stat().st_size,
+            "inputs": list(inputs), "outputs": list(outputs)}
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"toolkit": runtime.__version__, "python": sys.version.split()[0]}
+    for pkg in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("onnx", "tflite"),
+                    quantize=(), opset: int = convert.DEFAULT_OPSET,
+                    texts: list[str] | None = None, force: bool = False,
+                    log=print) -> ExportResult:
+    """Write a verified artifact to ``out``; nothing is promoted unless parity holds."""
+    from train.reference import ReferenceDecoder
+    from train.structure import check_vocabulary, locate
+
+    from .graphs import GraphBuilder
+
+    outdir.check_target(out, METADATA_FILE, force)
+    model = load_keras_model(model_path)
+    parts = locate(model)
+    check_vocabulary(parts, vocab)
+    texts = texts or check_texts(vocab, None, 64)
+    builder = GraphBuilder(parts, vocab)
+    staging = outdir.staging_dir(out)
+    try:
+        graphs: list[dict] = []
+        variants: list[tuple[str, str]] = []
+        vocab_dict = vocab.to_dict()
+        started = time.monotonic()
+        if "onnx" in formats:
+            for name, fn in (("encoder", builder.encoder_dynamic()),
+                             ("decoder_step", builder.decoder_step())):
+                log(f"converting {name} to ONNX (opset {opset})", flush=True)
+                convert.to_onnx(fn, staging / f"{name}.onnx", opset,
+                                convert.onnx_props(vocab_dict, name, runtime.__version__))
+                graphs.append(_graph_entry(staging, name, "onnx", "fp32", f"{name}.onnx"))
+                if "int8" in quantize:
+                    convert.quantize_onnx(staging / f"{name}.onnx", staging / f"{name}.int8.onnx")
+                    graphs.append(_graph_entry(staging, name, "onnx", "int8",
+                                               f"{name}.int8.onnx"))
+            variants += [("onnx", "fp32")] + ([("onnx", "int8")] if "int8" in quantize else [])
+        if "tflite" in formats:
+            tfl_precisions = ["fp32"] + [q for q in ("int8", "fp16") if q in quantize]
+            for name, fn in (("encoder", builder.encoder_unrolled()),
+                             ("decoder_step", builder.decoder_step())):
+                for precision in tfl_precisions:
+                    file = f"{name}.tflite" if precision == "fp32" else f"{name}.{precision}.tflite"
+                    log(f"converting {name} to TFLite ({precision})", flush=True)
+                    convert.to_tflite(fn, staging / file, precision)
+                    opguard.check_tflite(staging / file, allow_while=False)
+                    graphs.append(_graph_entry(staging, name, "tflite", precision, file))
+            variants += [("tflite", p) for p in tfl_precisions]
+        metadata = {
+            "format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION,
+            "vocabulary": vocab_dict, "latent_dim": parts.latent_dim, "opset": opset,
+            "graphs": graphs, "versions": _versions(),
+            "source_model": {"file": model_path.name, "sha256": sha256_file(model_path)},
+            "encoder_note": "inputs are always padded to max_input_length by the "
+                            "vocabulary's padding rule; the TFLite encoder is unrolled "
+                            "over exactly that many steps",
+            "parity": {},
+        }
+        write_metadata(staging, metadata)
+        log(f"converted in {time.monotonic() - started:.1f}s; checking parity against Keras",
+            flush=True)
+        reference = ReferenceDecoder(model, vocab)
+        checks = []
+        for variant in variants:
+            if variant[1] == "fp32":
+                checks += parity.graph_checks(staging, variant, reference, texts)
+        decode, _ = parity.decode_checks(staging, variants, reference, texts)
+        checks += decode
+        log(parity.table(checks))
+        failed = [c for c in checks if c.fatal and not c.ok]
+        if failed:
+            raise ParityError(f"{len(failed)} parity check(s) failed; no artifact written "
+                              f"to {out}")
+        for c in checks:
+            if not c.ok:
+                log(f"WARNING: {c.variant} agrees with fp32 on only {c.value:.1%} of greedy "
+                    f"decodes (below {parity.MIN_AGREEMENT:.0%})", flush=True)
+        metadata["parity"] = {"atol": parity.ATOL, "inputs": len(texts),
+                              "checks": parity.as_json(checks), "passed": True}
+        write_metadata(staging, metadata)
+        outdir.promote(staging, out)
+    except BaseException:
+        outdir.discard(staging)
+        raise
+    return ExportResult(out, checks, metadata)
+
+
+def write_metadata(directory: Path, metadata: dict) -> None:
+    (directory / METADATA_FILE).write_text(
+        json.dumps(metadata, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def run(args) -> int:
+    model_path = Path(args.model)
+    vocab_path = Path(args.vocab) if args.vocab else model_path.parent / "vocab.json"
+    if not args.vocab and not vocab_path.exists():
+        raise VocabularyError(f"no vocabulary: {vocab_path} does not exist; pass --vocab FILE "
+                              "(format in README)")
+    vocab = Vocabulary.load(vocab_path)
+    out = Path(args.out) if args.out else model_path.parent / "artifact"
+    texts_path = Path(args.check_texts) if args.check_texts else None
+    if texts_path is None and (model_path.parent / HELDOUT_FILE).exists():
+        texts_path = model_path.parent / HELDOUT_FILE
+    texts = check_texts(vocab, texts_path, args.check_samples)
+    result = export_artifact(model_path, vocab, out, args.formats, args.quantize, args.opset,
+                             texts, args.force)
+    sizes = ", ".join(f"{g['file']} {g['bytes'] / 1024:.0f} KiB"
+                      for g in result.metadata["graphs"])
+    print(f"wrote {out}/ ({sizes}, {METADATA_FILE})")
+    return 0

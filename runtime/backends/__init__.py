@@ -1,0 +1,46 @@
+"""Backends: small adapters that run the two exported graphs.
+
+Every backend offers the same two calls; the decode loop is written once
+over them (``runtime.decoding``). Backend packages are imported lazily, so
+an app needs only the one it uses.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+BACKENDS = ("onnx", "tflite")
+DEVICES = ("cpu", "cuda")
+
+
+class Backend(ABC):
+    """Runs the encoder and the single-step decoder of one artifact."""
+
+    name: str = "?"
+
+    @abstractmethod
+    def encode(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``input_ids`` int32 ``[batch, steps]`` -> ``(h, c)``, each ``[batch, latent]``."""
+
+    @abstractmethod
+    def step(self, token: np.ndarray, h: np.ndarray, c: np.ndarray):
+        """``token`` int32 ``[batch]`` and the state -> ``(probs, h, c, next_token)``;
+        ``next_token`` is the argmax of ``probs``, computed inside the graph."""
+
+
+def create(name: str, encoder: bytes, step: bytes, encoder_file: str, step_file: str,
+           device: str = "cpu", threads: int = 1) -> Backend:
+    from ..errors import BackendError
+
+    if name == "onnx":
+        from .onnx import OnnxBackend
+
+        return OnnxBackend(encoder, step, encoder_file, step_file, device, threads)
+    if name == "tflite":
+        if device != "cpu":
+            raise BackendError(f"the tflite backend runs on the CPU only, not {device!r}")
+        from .litert import LiteRTBackend
+
+        return LiteRTBackend(encoder, step, encoder_file, step_file, threads)
+    raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

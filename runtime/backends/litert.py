@@ -1,0 +1,76 @@
+"""LiteRT adapter: the standalone interpreter (``ai_edge_litert``) that phones
+and boards run, with XNNPACK on the CPU.
+
+An interpreter is not thread-safe, so each call holds a lock; the decode
+state travels in and out explicitly, so interleaved callers stay correct.
+Graphs have a dynamic batch dimension; the interpreter is resized when the
+batch changes.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..errors import ArtifactError, BackendError
+from ..metadata import ENCODER_INPUTS, ENCODER_OUTPUTS, STEP_INPUTS, STEP_OUTPUTS
+from . import Backend
+
+
+def _import_interpreter():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise BackendError("the tflite backend needs LiteRT: pip install "
+                           "'seq2seq-edge[litert]'") from None
+    return Interpreter
+
+
+class _Graph:
+    def __init__(self, Interpreter, data: bytes, filename: str, inputs, outputs, threads):
+        try:
+            self.interp = Interpreter(model_content=data, num_threads=threads)
+            runner = self.interp.get_signature_runner()
+            in_details = runner.get_input_details()
+            out_details = runner.get_output_details()
+            del runner  # it holds tensor references that would block resizing
+            self.inputs = [in_details[n]["index"] for n in inputs]
+            self.outputs = [out_details[n]["index"] for n in outputs]
+        except (ValueError, RuntimeError, KeyError) as e:
+            raise ArtifactError(f"{filename}: LiteRT cannot load it: "
+                                f"{str(e).splitlines()[0][:300]}") from None
+        self.filename = filename
+        self.batch = None
+        self.lock = threading.Lock()
+
+    def __call__(self, *arrays):
+        with self.lock:
+            batch = arrays[0].shape[0]
+            if batch != self.batch:
+                for index, array in zip(self.inputs, arrays):
+                    self.interp.resize_tensor_input(index, array.shape, strict=True)
+                self.interp.allocate_tensors()
+                self.batch = batch
+            for index, array in zip(self.inputs, arrays):
+                self.interp.set_tensor(index, array)
+            self.interp.invoke()
+            return [self.interp.get_tensor(i) for i in self.outputs]
+
+
+class LiteRTBackend(Backend):
+    name = "tflite"
+
+    def __init__(self, encoder: bytes, step: bytes, encoder_file: str, step_file: str,
+                 threads: int = 1):
+        Interpreter = _import_interpreter()
+        self._encoder = _Graph(Interpreter, encoder, encoder_file, ENCODER_INPUTS,
+                               ENCODER_OUTPUTS, threads)
+        self._step = _Graph(Interpreter, step, step_file, STEP_INPUTS, STEP_OUTPUTS, threads)
+
+    def encode(self, input_ids):
+        h, c = self._encoder(input_ids)
+        return h, c
+
+    def step(self, token, h, c):
+        probs, h, c, nxt = self._step(token, h, c)
+        return probs, h, c, nxt

@@ -1,0 +1,137 @@
+"""The artifact's metadata file (``artifact.json``), read into a typed, frozen config.
+
+An artifact directory holds model files plus this one file, which records the
+vocabulary and encoding rule, every graph's file, tensor names and sha256, the
+versions that produced it, and export's parity results.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .errors import ArtifactError, VocabularyError
+from .vocab import Vocabulary
+
+ARTIFACT_FORMAT = "seq2seq-artifact"
+ARTIFACT_VERSION = 1
+METADATA_FILE = "artifact.json"
+GRAPH_NAMES = ("encoder", "decoder_step")
+# Fixed tensor names every graph uses, whatever the backend.
+ENCODER_INPUTS = ("input_ids",)
+ENCODER_OUTPUTS = ("h", "c")
+STEP_INPUTS = ("token", "h", "c")
+STEP_OUTPUTS = ("probs", "h_out", "c_out", "next_token")
+
+
+@dataclass(frozen=True)
+class GraphFile:
+    name: str  # "encoder" or "decoder_step"
+    format: str  # "onnx" or "tflite"
+    precision: str  # "fp32", "int8" or "fp16"
+    file: str  # relative to the artifact directory
+    sha256: str
+    bytes: int
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ArtifactConfig:
+    directory: Path
+    vocabulary: Vocabulary
+    latent_dim: int
+    graphs: tuple[GraphFile, ...]
+    versions: dict
+    parity: dict
+
+    def graph(self, fmt: str, precision: str, name: str) -> GraphFile:
+        for g in self.graphs:
+            if (g.format, g.precision, g.name) == (fmt, precision, name):
+                return g
+        have = sorted({f"{g.format}/{g.precision}" for g in self.graphs})
+        raise ArtifactError(f"{self.directory}: no {fmt} {precision} {name} graph "
+                            f"(the artifact has: {', '.join(have) or 'none'})")
+
+    def variants(self) -> list[tuple[str, str]]:
+        return sorted({(g.format, g.precision) for g in self.graphs})
+
+    def path(self, graph: GraphFile) -> Path:
+        return self.directory / graph.file
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _safe_relative(directory: Path, name: object) -> str:
+    """A graph file must be a plain file name inside the artifact directory."""
+    if not isinstance(name, str) or not name:
+        raise ArtifactError(f"{directory / METADATA_FILE}: graph file name {name!r} is invalid")
+    p = PurePosixPath(name)
+    if p.is_absolute() or len(p.parts) != 1 or name in (".", "..") or "\\" in name:
+        raise ArtifactError(f"{directory / METADATA_FILE}: graph file {name!r} is outside "
+                            "the artifact directory")
+    return name
+
+
+def load_config(directory: str | Path) -> ArtifactConfig:
+    """Read and validate ``artifact.json``; raise ArtifactError naming what is wrong."""
+    directory = Path(directory)
+    meta = directory / METADATA_FILE
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: not an artifact directory (not found)")
+    try:
+        d = json.loads(meta.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{meta}: metadata file missing; is this an export "
+                            "directory?") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{meta}: corrupt metadata ({e})") from None
+    if not isinstance(d, dict) or d.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(f"{meta}: not a {ARTIFACT_FORMAT} metadata file")
+    if d.get("version") != ARTIFACT_VERSION:
+        raise ArtifactError(f"{meta}: artifact version {d.get('version')!r}, but this runtime "
+                            f"reads version {ARTIFACT_VERSION}; re-export the model")
+    try:
+        vocab = Vocabulary.from_dict(d["vocabulary"])
+        graphs = tuple(
+            GraphFile(name=g["name"], format=g["format"], precision=g["precision"],
+                      file=_safe_relative(directory, g["file"]), sha256=g["sha256"],
+                      bytes=int(g["bytes"]), inputs=tuple(g["inputs"]),
+                      outputs=tuple(g["outputs"]))
+            for g in d["graphs"])
+        latent = int(d["latent_dim"])
+    except VocabularyError as e:
+        raise ArtifactError(f"{meta}: bad vocabulary: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{meta}: field missing or malformed: {e!r}") from None
+    for g in graphs:
+        if g.name not in GRAPH_NAMES:
+            raise ArtifactError(f"{meta}: unknown graph {g.name!r}")
+    return ArtifactConfig(directory=directory, vocabulary=vocab, latent_dim=latent,
+                          graphs=graphs, versions=dict(d.get("versions", {})),
+                          parity=dict(d.get("parity", {})))
+
+
+def verify_file(config: ArtifactConfig, graph: GraphFile) -> Path:
+    """The graph's path, after checking it exists, is a regular file inside the
+    directory, and has the recorded size and sha256."""
+    path = config.path(graph)
+    if path.is_symlink():
+        raise ArtifactError(f"{path}: is a symbolic link; artifacts hold plain files only")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: model file missing")
+    size = path.stat().st_size
+    if size != graph.bytes:
+        raise ArtifactError(f"{path}: {size} bytes, but the metadata records {graph.bytes} "
+                            "(truncated or replaced?)")
+    if sha256_file(path) != graph.sha256:
+        raise ArtifactError(f"{path}: sha256 differs from the metadata's (corrupt or "
+                            "tampered with)")
+    return path

@@ -1,0 +1,121 @@
+"""``runtime.load``: an exported artifact as a text-to-text model."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from . import decoding
+from .backends import BACKENDS, DEVICES, Backend, create
+from .errors import ArtifactError, BackendError, InputError
+from .metadata import ArtifactConfig, load_config, verify_file
+from .vocab import Vocabulary
+
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
+class Seq2SeqModel:
+    """A loaded artifact. ``translate`` and ``stream`` are safe to call from many
+    threads at once (each call keeps its own state)."""
+
+    def __init__(self, config: ArtifactConfig, backend: Backend, precision: str):
+        self.config = config
+        self.backend = backend
+        self.precision = precision
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return self.config.vocabulary
+
+    # -- high level -----------------------------------------------------
+    def translate(self, texts: Sequence[str], beam_size: int = 1,
+                  max_length: int | None = None, *, length_penalty: float = 1.0,
+                  temperature: float = 0.0, top_k: int = 0, seed: int | None = None,
+                  unknown: str = "error", too_long: str = "error",
+                  batch_size: int = 64) -> list[str]:
+        """Decode each text. Greedy by default; ``beam_size > 1`` runs beam search;
+        ``temperature > 0`` samples (with ``top_k`` and ``seed``).
+
+        ``unknown="skip"`` drops characters outside the vocabulary instead of
+        raising InputError; ``too_long="truncate"`` cuts inputs to the model's
+        maximum instead of raising. An empty list gives an empty list.
+        """
+        options = decoding.DecodeOptions(beam_size, max_length, length_penalty, temperature,
+                                         top_k, seed).validate(self.vocabulary.max_output_length)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        ids = self.vocabulary.encode_inputs(texts, unknown, too_long)
+        vocab = self.vocabulary
+        steps = options.steps(vocab.max_output_length)
+        results: list[list[int]] = []
+        rng = np.random.default_rng(options.seed)
+        for lo in range(0, len(ids), batch_size):
+            chunk = ids[lo:lo + batch_size]
+            if options.temperature > 0:
+                results += decoding.sample(self.backend, chunk, vocab.start_id, vocab.end_id,
+                                           steps, options.temperature, options.top_k, rng)
+            elif options.beam_size > 1:
+                results += [decoding.beam_search(self.backend, chunk[i:i + 1], vocab.start_id,
+                                                 vocab.end_id, steps, options.beam_size,
+                                                 options.length_penalty)
+                            for i in range(len(chunk))]
+            else:
+                results += decoding.greedy(self.backend, chunk, vocab.start_id, vocab.end_id,
+                                           steps)
+        return [vocab.decode_target(seq + [vocab.end_id]) for seq in results]
+
+    def stream(self, text: str, max_length: int | None = None, *,
+               unknown: str = "error", too_long: str = "error") -> Iterator[str]:
+        """Greedy decode of one text, yielding each character as it is decoded."""
+        if not isinstance(text, str):
+            raise InputError(f"stream() takes one string, got {type(text).__name__}")
+        options = decoding.DecodeOptions(max_length=max_length).validate(
+            self.vocabulary.max_output_length)
+        vocab = self.vocabulary
+        ids = vocab.encode_inputs([text], unknown, too_long)
+        for token in decoding.stream_greedy(self.backend, ids, vocab.start_id, vocab.end_id,
+                                            options.steps(vocab.max_output_length)):
+            yield vocab.target_tokens[token]
+
+    # -- low level, for apps that write their own loop ------------------
+    def encode(self, texts: Sequence[str], unknown: str = "error", too_long: str = "error"):
+        """``(h, c)`` state after the encoder, one row per text."""
+        return self.backend.encode(self.vocabulary.encode_inputs(texts, unknown, too_long))
+
+    def step(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray):
+        """One decoder step: token ids ``[batch]`` -> ``(probs, h, c, argmax)``."""
+        return self.backend.step(np.asarray(tokens, dtype=np.int32), h, c)
+
+
+def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",
+         threads: int = 1, precision: str = "fp32", verify: bool = True) -> Seq2SeqModel:
+    """Load an artifact written by ``python -m export``.
+
+    ``backend``: "onnx" (ONNX Runtime) or "tflite" (LiteRT); ``device``: "cpu" or
+    "cuda" (onnx only; an error, never a silent CPU fallback, where CUDA is not
+    available); ``precision``: "fp32", or a quantized variant the artifact has.
+    ``verify=False`` skips checking each model file's sha256 against the metadata
+    (faster cold start for files you already trust).
+    """
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if device not in DEVICES:
+        raise BackendError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of "
+                         f"{', '.join(PRECISIONS)}")
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise InputError(f"threads must be a positive integer, got {threads!r}")
+    config = load_config(directory)
+    blobs = {}
+    for name in ("encoder", "decoder_step"):
+        graph = config.graph(backend, precision, name)
+        path = verify_file(config, graph) if verify else config.path(graph)
+        try:
+            blobs[name] = (path.read_bytes(), str(path))
+        except OSError as e:
+            raise ArtifactError(f"{path}: cannot read ({e.strerror})") from None
+    impl = create(backend, blobs["encoder"][0], blobs["decoder_step"][0],
+                  blobs["encoder"][1], blobs["decoder_step"][1], device, threads)
+    return Seq2SeqModel(config, impl, precision)
