@@ -28,7 +28,8 @@ def parser() -> argparse.ArgumentParser:
         description="Train the seed's LSTM encoder-decoder on a tab-separated pair file "
                     "(keras.io / manythings.org format) or, by default, on the built-in "
                     "data set (dates in seven languages -> ISO 8601, generated from CLDR). "
-                    "Writes model.keras, vocab.json, history.json, loss.png and train.json.",
+                    "Writes model.keras, vocab.json, heldout.tsv, history.json, loss.png and "
+                    "train.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", metavar="FILE", help="input<TAB>target[<TAB>...] UTF-8 file; "
                    "omit for the built-in date data set")
@@ -44,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=positive(int), default=DEFAULTS["test_size"],
                    help="held-out pairs, never trained on, for the exact-match report")
     p.add_argument("--val-split", type=float, default=DEFAULTS["val_split"],
-                   help="fraction of the rest used for validation (early stopping)")
+                   help="fraction of the pairs used for validation (early stopping)")
     p.add_argument("--patience", type=positive(int), default=DEFAULTS["patience"],
                    help="epochs without val_loss improvement before stopping")
     p.add_argument("--padding", choices=("left", "right"), default="left",
@@ -114,6 +115,9 @@ def run(args) -> int:
     staging = outdir.staging_dir(out)
     try:
         vocab.save(staging / fit.VOCAB_FILE)
+        # Held-out pairs travel with the model: export checks parity on them.
+        (staging / fit.HELDOUT_FILE).write_text(
+            "".join(f"{a}\t{b}\n" for a, b in test_pairs), encoding="utf-8")
         started = time.monotonic()
         history, interrupted = fit.fit(
             model, fit.teacher_forcing_arrays(vocab, train_pairs),

@@ -16,6 +16,7 @@ VOCAB_FILE = "vocab.json"
 HISTORY_FILE = "history.json"
 CURVE_FILE = "loss.png"
 SUMMARY_FILE = "train.json"
+HELDOUT_FILE = "heldout.tsv"
 
 
 def teacher_forcing_arrays(vocab: Vocabulary, pairs: list[tuple[str, str]]):

@@ -1,0 +1,28 @@
+# Quick start: `make demo` (set up, train on the built-in data, export, decode,
+# benchmark) and `make test` (set up, run the test suite).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN ?= runs/demo
+
+.PHONY: setup demo test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[train,dev]"
+	touch $@
+
+demo: setup
+	$(PY) -m train --out $(RUN) --force
+	$(PY) -m export $(RUN)/model.keras --out $(RUN)/artifact --quantize int8,fp16 --force
+	$(PY) -m runtime $(RUN)/artifact "15 janv. 2023" "March 3, 1999" "7. August 1956" --json
+	$(PY) -m runtime $(RUN)/artifact --backend tflite "12 de octubre de 1992"
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

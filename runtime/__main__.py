@@ -1,0 +1,77 @@
+"""``python -m runtime DIR "text" ...``: decode texts with an exported artifact."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import Seq2SeqError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m runtime",
+        description="Decode texts with an artifact written by `python -m export`, without "
+                    "TensorFlow. Texts come from the arguments or, when none are given, "
+                    "one per line from standard input.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("artifact", metavar="DIR", help="artifact directory")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="inputs to decode")
+    p.add_argument("--backend", choices=("onnx", "tflite"), default="onnx")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32",
+                   help="a quantized variant, if the artifact has it")
+    p.add_argument("--threads", type=int, default=1, help="backend threads")
+    p.add_argument("--beam", type=int, default=1, metavar="K", help="beam size (1: greedy)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="most output tokens (default: the model's maximum)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="above 0: sample instead of taking the most likely token")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed")
+    p.add_argument("--skip-unknown", action="store_true",
+                   help="drop characters outside the vocabulary instead of failing")
+    p.add_argument("--truncate", action="store_true",
+                   help="cut inputs longer than the model's maximum instead of failing")
+    p.add_argument("--stream", action="store_true",
+                   help="print characters as they are decoded (greedy)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per input: {input, output}")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the sha256 check of the model files at load")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    texts = args.texts or [line.rstrip("\r\n") for line in sys.stdin]
+    try:
+        from .model import load
+
+        model = load(args.artifact, backend=args.backend, device=args.device,
+                     threads=args.threads, precision=args.precision, verify=not args.no_verify)
+        policy = dict(unknown="skip" if args.skip_unknown else "error",
+                      too_long="truncate" if args.truncate else "error")
+        if args.stream:
+            for text in texts:
+                for ch in model.stream(text, args.max_length, **policy):
+                    sys.stdout.write(ch)
+                    sys.stdout.flush()
+                sys.stdout.write("\n")
+            return 0
+        outputs = model.translate(texts, beam_size=args.beam, max_length=args.max_length,
+                                  temperature=args.temperature, top_k=args.top_k,
+                                  seed=args.seed, **policy)
+    except Seq2SeqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for text, output in zip(texts, outputs):
+        if args.json:
+            print(json.dumps({"input": text, "output": output}, ensure_ascii=False))
+        else:
+            print(output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Shared fixtures: real tiny models, trained and exported once per test session."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_TRAIN = ["--samples", "800", "--epochs", "3", "--latent-dim", "32", "--batch-size", "32",
+              "--test-size", "40", "--seed", "1", "--quiet"]
+
+
+def run_module(module: str, *args: str, timeout: int = 300, **kw) -> subprocess.CompletedProcess:
+    """Run ``python -m module`` the way a user would, from the repository root."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=kw.pop("cwd", ROOT),
+                          capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A tiny model trained on the built-in data through train's own main()."""
+    from train.__main__ import main
+
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    assert main([*TINY_TRAIN, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_run) -> Path:
+    """The tiny model exported to ONNX and TFLite, parity proven."""
+    from export.pipeline import check_texts, export_artifact
+    from runtime.vocab import Vocabulary
+
+    vocab = Vocabulary.load(tiny_run / "vocab.json")
+    texts = check_texts(vocab, tiny_run / "heldout.tsv", 40)
+    out = tiny_run / "artifact"
+    export_artifact(tiny_run / "model.keras", vocab, out, texts=texts, log=lambda *a, **k: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def heldout(tiny_run) -> list[str]:
+    lines = (tiny_run / "heldout.tsv").read_text(encoding="utf-8").splitlines()
+    return [ln.split("\t")[0] for ln in lines]
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_run):
+    import keras
+
+    from runtime.vocab import Vocabulary
+    from train.reference import ReferenceDecoder
+
+    model = keras.models.load_model(tiny_run / "model.keras")
+    return ReferenceDecoder(model, Vocabulary.load(tiny_run / "vocab.json"))
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,208 @@
+"""Export: graphs, formats, parity proof, op guard, accepted and refused models."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, read_json, run_module
+from runtime.errors import VocabularyError
+from runtime.metadata import sha256_file
+from runtime.vocab import InputPadding, Vocabulary
+
+QUIET = dict(log=lambda *a, **k: None)
+
+
+def test_artifact_describes_itself(tiny_artifact):
+    meta = read_json(tiny_artifact / "artifact.json")
+    assert meta["format"] == "seq2seq-artifact" and meta["version"] == 1
+    assert meta["parity"]["passed"] is True
+    assert {(g["format"], g["name"]) for g in meta["graphs"]} == {
+        ("onnx", "encoder"), ("onnx", "decoder_step"), ("tflite", "encoder"),
+        ("tflite", "decoder_step")}
+    for g in meta["graphs"]:
+        assert sha256_file(tiny_artifact / g["file"]) == g["sha256"]
+    for key in ("tensorflow", "keras", "tf2onnx", "toolkit"):
+        assert meta["versions"][key]
+    assert meta["vocabulary"]["padding"] == {"side": "left", "token": None}
+    checks = meta["parity"]["checks"]
+    assert all(c["ok"] for c in checks)
+    assert any(c["what"].startswith("greedy == Keras") for c in checks)
+
+
+def test_onnx_graphs_are_checked_named_dynamic_and_carry_metadata(tiny_artifact):
+    import onnx
+
+    enc = onnx.load(str(tiny_artifact / "encoder.onnx"))
+    onnx.checker.check_model(enc)
+    props = {p.key: p.value for p in enc.metadata_props}
+    assert props["seq2seq.graph"] == "encoder"
+    assert json.loads(props["seq2seq.vocabulary"])["format"] == "seq2seq-vocab"
+    (inp,) = enc.graph.input
+    assert inp.name == "input_ids"
+    dims = inp.type.tensor_type.shape.dim
+    assert not dims[0].HasField("dim_value") and not dims[1].HasField("dim_value")
+    assert "LSTM" in {n.op_type for n in enc.graph.node}
+    step = onnx.load(str(tiny_artifact / "decoder_step.onnx"))
+    assert [i.name for i in step.graph.input] == ["token", "h", "c"]
+    assert {o.name for o in step.graph.output} == {"probs", "h_out", "c_out", "next_token"}
+
+
+def test_onnx_encoder_takes_any_length(tiny_artifact, reference):
+    import onnxruntime as ort
+
+    vocab = reference.vocab
+    session = ort.InferenceSession(str(tiny_artifact / "encoder.onnx"))
+    for steps in (1, 5, vocab.max_input_length):
+        ids = np.random.default_rng(steps).integers(0, vocab.input_size, (3, steps), np.int32)
+        h, c = session.run(["h", "c"], {"input_ids": ids})
+        want_h, want_c = reference.encode(vocab.one_hot_inputs(ids))
+        assert np.abs(h - want_h).max() < 1e-5 and np.abs(c - want_c).max() < 1e-5
+
+
+def test_tflite_op_guard(tiny_artifact, tmp_path):
+    import tensorflow as tf
+
+    from export.errors import OpGuardError
+    from export.opguard import check_tflite
+
+    step_ops = check_tflite(tiny_artifact / "decoder_step.tflite", allow_while=False)
+    enc_ops = check_tflite(tiny_artifact / "encoder.tflite", allow_while=False)
+    assert {"FULLY_CONNECTED", "GATHER", "SOFTMAX", "ARG_MAX"} <= set(step_ops)
+    assert not any(op.startswith("Flex") or op == "WHILE" for op in step_ops + enc_ops)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2, 2], tf.float32)])
+    def needs_flex(x):
+        return tf.linalg.det(x)  # a Select TF (Flex) op
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [needs_flex.get_concrete_function()], tf.Module())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
+                                           tf.lite.OpsSet.SELECT_TF_OPS]
+    flex = tmp_path / "flex.tflite"
+    flex.write_bytes(converter.convert())
+    with pytest.raises(OpGuardError, match="flex.tflite"):
+        check_tflite(flex, allow_while=False)
+
+
+def test_cli_exports_end_to_end_with_quantized_variants(tiny_run, tmp_path):
+    out = tmp_path / "art"
+    done = run_module("export", str(tiny_run / "model.keras"), "--out", str(out),
+                      "--quantize", "int8,fp16", "--check-samples", "30")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "greedy == Keras" in done.stdout and "FAIL" not in done.stdout
+    meta = read_json(out / "artifact.json")
+    variants = {(g["format"], g["precision"]) for g in meta["graphs"]}
+    assert variants == {("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"),
+                        ("tflite", "int8"), ("tflite", "fp16")}
+    sizes = {(g["format"], g["precision"]): g["bytes"] for g in meta["graphs"]
+             if g["name"] == "decoder_step"}
+    assert sizes[("onnx", "int8")] < sizes[("onnx", "fp32")]
+    assert sizes[("tflite", "int8")] < sizes[("tflite", "fp16")] < sizes[("tflite", "fp32")]
+    agreement = [c for c in meta["parity"]["checks"] if c["variant"] == "tflite/int8"]
+    assert agreement and 0 <= agreement[0]["value"] <= 1
+    again = run_module("export", str(tiny_run / "model.keras"), "--out", str(out))
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
+def _keras_io_model(tmp_path: Path, latent: int, inputs: str, targets: str, max_in: int,
+                    max_out: int, seed: int = 0):
+    """A model built exactly like keras.io's example (unnamed layers), untrained."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    enc_in = keras.Input((None, len(inputs)))
+    _, h, c = layers.LSTM(latent, return_state=True)(enc_in)
+    dec_in = keras.Input((None, len(targets)))
+    seq, _, _ = layers.LSTM(latent, return_sequences=True, return_state=True)(
+        dec_in, initial_state=[h, c])
+    model = keras.Model([enc_in, dec_in], layers.Dense(len(targets), activation="softmax")(seq))
+    model.save(tmp_path / "s2s_model.keras")
+    vocab = Vocabulary(tuple(inputs), tuple(targets), "\t", "\n", max_in, max_out,
+                       InputPadding("right", " "))
+    vocab.save(tmp_path / "vocab.json")
+    return vocab
+
+
+def test_keras_io_style_model_with_space_padding(tmp_path):
+    from export.pipeline import export_artifact
+
+    vocab = _keras_io_model(tmp_path, 24, " !,.?abcdefghij", "\t\n !abcdefgé", 12, 9)
+    result = export_artifact(tmp_path / "s2s_model.keras", vocab, tmp_path / "art",
+                             texts=["abc", "hi!", "j", "a b c d e f "], **QUIET)
+    assert all(c.ok for c in result.checks)
+    meta = read_json(tmp_path / "art" / "artifact.json")
+    assert meta["vocabulary"]["padding"] == {"side": "right", "token": " "}
+
+
+def test_untrained_model_of_the_seed_shape(tmp_path):
+    """28 tokens on both sides, latent 128: the seed's exact model."""
+    from export.pipeline import export_artifact
+
+    chars = "abcdefghijklmnopqrstuvwxyz '"
+    vocab = _keras_io_model(tmp_path, 128, chars, "\t\n" + chars[:26], 10, 10)
+    result = export_artifact(tmp_path / "s2s_model.keras", vocab, tmp_path / "art", **QUIET)
+    assert result.metadata["latent_dim"] == 128
+    assert all(c.ok for c in result.checks)
+
+
+def test_not_a_seq2seq_model_is_refused_clearly(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.save(tmp_path / "dense.keras")
+    Vocabulary(("a",), ("\t", "\n"), "\t", "\n", 3, 3).save(tmp_path / "vocab.json")
+    done = run_module("export", str(tmp_path / "dense.keras"))
+    assert done.returncode == 2
+    assert "not a seq2seq model of the expected shape" in done.stderr
+    assert "expected" in done.stderr and "found" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_vocabulary_size_mismatch_is_refused(tmp_path):
+    from export.pipeline import export_artifact
+
+    _keras_io_model(tmp_path, 8, "abc ", "\t\nxy", 5, 4)
+    wrong = Vocabulary(tuple("abc"), tuple("\t\nxy"), "\t", "\n", 5, 4)
+    with pytest.raises(VocabularyError, match="3 input tokens .* 4 wide"):
+        export_artifact(tmp_path / "s2s_model.keras", wrong, tmp_path / "art", **QUIET)
+    assert not (tmp_path / "art").exists()
+
+
+def test_missing_vocabulary_and_model_give_clear_errors(tmp_path):
+    done = run_module("export", str(tmp_path / "none.keras"), "--vocab", str(tmp_path / "v"))
+    assert done.returncode == 2 and "not found" in done.stderr
+    (tmp_path / "m.keras").write_bytes(b"not a zip")
+    done = run_module("export", str(tmp_path / "m.keras"))
+    assert done.returncode == 2 and "--vocab" in done.stderr
+
+
+def test_killed_export_leaves_previous_artifact_intact(tiny_run, tiny_artifact, tmp_path):
+    import shutil
+
+    out = tmp_path / "art"
+    shutil.copytree(tiny_artifact, out)
+    before = (out / "artifact.json").read_bytes()
+    proc = subprocess.Popen([sys.executable, "-m", "export", str(tiny_run / "model.keras"),
+                             "--out", str(out), "--force"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(tmp_path.glob(".art.partial-*/*.onnx")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert (out / "artifact.json").read_bytes() == before
+    # What is left of the killed run is hidden and does not claim to have passed.
+    for partial in tmp_path.glob(".art.partial-*"):
+        meta = partial / "artifact.json"
+        assert not meta.exists() or read_json(meta)["parity"]["passed"] is False
+    done = run_module("export", str(tiny_run / "model.keras"), "--out", str(out), "--force",
+                      "--formats", "onnx")
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -1,0 +1,222 @@
+"""Training: the seed's model, data loading, the CLI, and its failure behaviour."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, TINY_TRAIN, read_json, run_module
+from runtime.errors import DataError
+from runtime.vocab import InputPadding, Vocabulary
+from train import data
+
+
+def test_seed_model_has_164380_parameters():
+    from train.model import build_model
+
+    model = build_model(28, 28, 128)
+    assert model.count_params() == 164_380
+    assert {"encoder_lstm", "decoder_lstm", "decoder_dense"} <= {l.name for l in model.layers}
+
+
+def test_structure_finds_layers_whatever_their_names_and_order():
+    import keras
+    from keras import layers
+
+    from train.structure import locate
+
+    # Built like keras.io's example: unnamed layers; decoder input declared first.
+    dec_in = keras.Input((None, 7))
+    enc_in = keras.Input((None, 5))
+    _, h, c = layers.LSTM(16, return_state=True)(enc_in)
+    seq, _, _ = layers.LSTM(16, return_sequences=True, return_state=True)(dec_in,
+                                                                        initial_state=[h, c])
+    model = keras.Model([enc_in, dec_in], layers.Dense(7, activation="softmax")(seq))
+    parts = locate(model)
+    assert parts.input_size == 5 and parts.target_size == 7 and parts.latent_dim == 16
+    assert parts.decoder_lstm.return_sequences and not parts.encoder_lstm.return_sequences
+
+
+def test_loss_falls_on_tiny_data(tmp_path):
+    import keras
+
+    from train.fit import FitConfig, fit, teacher_forcing_arrays
+    from train.model import build_model
+
+    keras.utils.set_random_seed(0)
+    pairs = data.date_pairs(300, seed=0)
+    vocab = Vocabulary.build([p[0] for p in pairs], [p[1] for p in pairs])
+    model = build_model(vocab.input_size, vocab.target_size, 32)
+    arrays = teacher_forcing_arrays(vocab, pairs)
+    history, interrupted = fit(model, arrays, arrays, tmp_path, FitConfig(5, 16, 5, verbose=0))
+    losses = [e["loss"] for e in history.epochs]
+    assert not interrupted and len(losses) == 5
+    assert losses[-1] < 0.8 * losses[0]
+    assert (tmp_path / "model.keras").exists() and (tmp_path / "history.json").exists()
+
+
+def test_teacher_forcing_shifts_target_after_start_token():
+    from train.fit import teacher_forcing_arrays
+
+    pairs = [("ab", "xy"), ("b", "y")]
+    vocab = Vocabulary.build([p[0] for p in pairs], [p[1] for p in pairs])
+    enc, dec_in, dec_out, weights = teacher_forcing_arrays(vocab, pairs)
+    ids_in, ids_out = dec_in.argmax(-1), dec_out.argmax(-1)
+    x, y = vocab.target_index["x"], vocab.target_index["y"]
+    assert ids_in[0].tolist() == [vocab.start_id, x, y]
+    assert ids_out[0].tolist() == [x, y, vocab.end_id]
+    assert weights.tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert dec_out[1, 2].sum() == 0  # padding has no target, so no loss
+    # Left padding: the text ends on the last encoder step; padding rows are zero.
+    assert enc[1, 0].sum() == 0 and enc[1, 1].argmax() == vocab.input_index["b"]
+
+
+def test_vocabulary_round_trip_and_padding_rules(tmp_path):
+    vocab = Vocabulary.build(["abc", "a "], ["xy"])
+    vocab.save(tmp_path / "v.json")
+    assert Vocabulary.load(tmp_path / "v.json") == vocab
+    ids = vocab.encode_inputs(["a"])
+    assert ids.tolist() == [[vocab.pad_id, vocab.pad_id, vocab.input_index["a"]]]
+    right = Vocabulary.build(["abc", "a"], ["xy"], padding=InputPadding("right", "b"))
+    assert right.encode_inputs(["a"]).tolist() == [[right.input_index["a"]] +
+                                                   [right.input_index["b"]] * 2]
+    assert vocab.decode_target([vocab.target_index["x"], vocab.end_id,
+                                vocab.target_index["y"]]) == "x"
+
+
+def test_builtin_dates_are_deterministic_unambiguous_and_held_out():
+    pairs = data.date_pairs(3000, seed=7)
+    assert pairs == data.date_pairs(3000, seed=7)
+    assert pairs != data.date_pairs(3000, seed=8)
+    answers = {}
+    for text, iso in pairs:
+        assert any(ch.isalpha() for ch in text), text  # no numeric, locale-ambiguous forms
+        assert answers.setdefault(text, iso) == iso
+    languages = {"January": "en", "janvier": "fr", "Januar": "de", "enero": "es",
+                 "gennaio": "it", "janeiro": "pt", "januari": "nl"}
+    found = {lang for word, lang in languages.items() if any(word in t for t, _ in pairs)}
+    assert len(found) == 7
+    train, val, test = data.split(pairs, 100, 0.1, seed=0)
+    assert not {t for t, _ in test} & {t for t, _ in train + val}
+    assert len(test) == 100 and len(val) == round(len(pairs) * 0.1)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "no input<TAB>target pairs"),
+    (b"hello\tbonjour\nno tab here\n", ":2: no tab"),
+    (b"hello\tbonjour\n\tvide\n", ":2: empty input"),
+    (b"hello\t \n", ":1: empty target"),
+    (b"ok\tfine\n\xff\xfe bad\tbytes\n", ":2: not valid UTF-8"),
+])
+def test_bad_data_files_name_file_and_line(tmp_path, content, message):
+    path = tmp_path / "pairs.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as err:
+        data.read_pairs(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_data_file(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        data.read_pairs(tmp_path / "nope.txt")
+
+
+def test_pair_file_format_bom_crlf_limit_and_long_lines(tmp_path):
+    path = tmp_path / "fra.txt"
+    long = "x" * 1_000_000
+    path.write_bytes("\ufeffGo.\tVa !\tCC-BY 2.0 (France)\r\n\nHi.\tSalut !\n"
+                     f"{long}\tlong\nRun!\tCours !\r\n".encode())
+    result = data.read_pairs(path)
+    assert result.pairs == [("Go.", "Va !"), ("Hi.", "Salut !"), ("Run!", "Cours !")]
+    assert result.skipped_long == 1
+    assert data.read_pairs(path, limit=2).pairs == result.pairs[:2]
+
+
+def test_cli_trains_writes_everything_and_refuses_to_overwrite(tmp_path):
+    pairs = tmp_path / "pairs.txt"
+    rows = data.date_pairs(400, seed=3)
+    pairs.write_text("".join(f"{a}\t{b}\tattribution\n" for a, b in rows), encoding="utf-8")
+    out = tmp_path / "run"
+    args = ["--data", str(pairs), "--epochs", "2", "--latent-dim", "16", "--test-size", "20",
+            "--quiet", "--out", str(out)]
+    done = run_module("train", *args)
+    assert done.returncode == 0, done.stderr
+    assert "held-out exact match" in done.stdout
+    names = {p.name for p in out.iterdir()}
+    assert {"model.keras", "vocab.json", "history.json", "loss.png", "train.json",
+            "heldout.tsv"} <= names
+    summary = read_json(out / "train.json")
+    assert summary["epochs_run"] == 2 and 0 <= summary["held_out_exact_match"] <= 1
+    assert len(read_json(out / "history.json")["epochs"]) == 2
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = run_module("train", *args)
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+def test_cli_reports_bad_data_without_traceback(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_text("one\tun\ntwo deux\n", encoding="utf-8")
+    done = run_module("train", "--data", str(path), "--out", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert f"{path}:2: no tab" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_help():
+    done = run_module("train", "--help")
+    assert done.returncode == 0
+    for flag in ("--data", "--epochs", "--batch-size", "--latent-dim", "--seed", "--out",
+                 "--strategy", "--force"):
+        assert flag in done.stdout
+
+
+def test_same_seed_same_model(tmp_path):
+    import keras
+
+    from train.__main__ import main
+
+    for name in ("a", "b"):
+        assert main([*TINY_TRAIN, "--samples", "300", "--epochs", "1",
+                     "--out", str(tmp_path / name)]) == 0
+    wa = keras.models.load_model(tmp_path / "a" / "model.keras").get_weights()
+    wb = keras.models.load_model(tmp_path / "b" / "model.keras").get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
+
+
+def test_mirrored_strategy_trains_with_one_replica(tmp_path):
+    from train.__main__ import main
+
+    out = tmp_path / "m"
+    assert main([*TINY_TRAIN, "--samples", "300", "--epochs", "1", "--strategy", "mirrored",
+                 "--out", str(out)]) == 0
+    assert (out / "model.keras").exists()
+
+
+def test_ctrl_c_keeps_best_checkpoint_loadable(tmp_path):
+    out = tmp_path / "run"
+    env_args = [sys.executable, "-m", "train", "--samples", "2000", "--epochs", "200",
+                "--latent-dim", "32", "--patience", "200", "--test-size", "20", "--quiet",
+                "--out", str(out)]
+    proc = subprocess.Popen(env_args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(tmp_path.glob(".run.partial-*/model.keras")):
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    import keras
+
+    model = keras.models.load_model(out / "model.keras")
+    assert model.count_params() > 0
+    assert read_json(out / "train.json")["interrupted"] is True
+    assert not list(tmp_path.glob(".run.*"))
