@@ -70,6 +70,8 @@ def greedy(backend: Backend, input_ids: np.ndarray, start: int, end: int,
            steps: int) -> list[list[int]]:
     """Greedy decode of a batch; finished rows ride along until all are done."""
     batch = input_ids.shape[0]
+    if batch == 1:
+        return [list(stream_greedy(backend, input_ids, start, end, steps))]
     h, c = backend.encode(input_ids)
     token = np.full(batch, start, dtype=np.int32)
     out = np.empty((batch, steps), dtype=np.int32)
@@ -90,15 +92,18 @@ def greedy(backend: Backend, input_ids: np.ndarray, start: int, end: int,
 
 def stream_greedy(backend: Backend, input_ids: np.ndarray, start: int, end: int,
                   steps: int) -> Iterator[int]:
-    """Token ids of one input, yielded as they are decoded."""
+    """Token ids of one input, yielded as they are decoded (batch 1: the fast path)."""
     h, c = backend.encode(input_ids[:1])
     token = np.full(1, start, dtype=np.int32)
+    step = backend.step
     for _ in range(steps):
-        probs, h, c, token = backend.step(token, h, c)
-        _check_finite(probs)
-        if int(token[0]) == end:
-            return
-        yield int(token[0])
+        probs, h, c, token = step(token, h, c)
+        tid = int(token[0])
+        if tid == end:
+            break
+        yield tid
+    # NaN in the state reaches every later output, so the last step tells.
+    _check_finite(probs)
 
 
 def sample(backend: Backend, input_ids: np.ndarray, start: int, end: int, steps: int,

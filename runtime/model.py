@@ -49,7 +49,8 @@ class Seq2SeqModel:
         vocab = self.vocabulary
         steps = options.steps(vocab.max_output_length)
         results: list[list[int]] = []
-        rng = np.random.default_rng(options.seed)
+        # Only sampling needs a generator (making one costs more than a decode step).
+        rng = np.random.default_rng(options.seed) if options.temperature > 0 else None
         for lo in range(0, len(ids), batch_size):
             chunk = ids[lo:lo + batch_size]
             if options.temperature > 0:

@@ -1,0 +1,47 @@
+"""Native Keras as backends of the runtime's own decode loop, so every path is
+measured through the same loop: ``predict`` per step (the keras.io way), a
+direct model call per step, and a ``tf.function``-compiled step."""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from runtime.backends import Backend
+from train.reference import ReferenceDecoder
+
+
+class KerasBackend(Backend):
+    def __init__(self, reference: ReferenceDecoder, mode: str):
+        self.name = f"keras-{mode}"
+        self.reference = reference
+        self.mode = mode
+        vocab = reference.vocab
+        if mode == "tf.function":
+            enc, dec = reference.encoder, reference.decoder
+            width = vocab.target_size
+
+            @tf.function(reduce_retracing=True)
+            def encode(one_hot):
+                return enc(one_hot, training=False)
+
+            @tf.function(reduce_retracing=True)
+            def step(token, h, c):
+                x = tf.one_hot(token[:, None], width)
+                probs, h, c = dec([x, h, c], training=False)
+                probs = probs[:, 0, :]
+                return probs, h, c, tf.argmax(probs, axis=-1, output_type=tf.int32)
+
+            self._encode, self._step = encode, step
+
+    def encode(self, input_ids):
+        one_hot = self.reference.vocab.one_hot_inputs(input_ids)
+        if self.mode == "tf.function":
+            h, c = self._encode(one_hot)
+            return h.numpy(), c.numpy()
+        return self.reference.encode(one_hot, self.mode)
+
+    def step(self, token, h, c):
+        if self.mode == "tf.function":
+            return tuple(t.numpy() for t in self._step(token, h, c))
+        probs, h, c = self.reference.step(token, h, c, self.mode)
+        return probs, h, c, probs.argmax(axis=-1).astype(np.int32)

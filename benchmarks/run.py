@@ -1,0 +1,185 @@
+"""Measure every decode path on the same model and inputs, in one run."""
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.metadata import load_config
+from runtime.model import Seq2SeqModel, load
+
+from . import coldstart
+from .timing import sample, stats
+
+
+@dataclass
+class Settings:
+    artifact: Path
+    model: Path
+    texts: list[str]
+    paths: list[str] | None  # None: every path available
+    batch_sizes: list[int]
+    budget: float  # seconds of timing per figure and path
+    threads: int
+    cold_runs: int
+    progress: object = print
+
+
+def _repeats(fn, budget: float, lo: int = 3, hi: int = 100_000) -> int:
+    one = max(sample(fn, 1, warmup=1)[0], 1e-7)
+    return int(min(hi, max(lo, budget / one)))
+
+
+def environment(threads: int) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("numpy", "onnxruntime", "onnxruntime-gpu", "ai-edge-litert", "tensorflow",
+                "keras"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads,
+            "python": sys.version.split()[0], "platform": platform.platform(),
+            "versions": versions}
+
+
+def build_paths(s: Settings):
+    """name -> Seq2SeqModel, plus name -> reason for paths that cannot run here."""
+    import keras
+    import tensorflow as tf
+
+    from train.reference import ReferenceDecoder
+
+    from .keras_backends import KerasBackend
+
+    config = load_config(s.artifact)
+    reference = ReferenceDecoder(keras.models.load_model(s.model, compile=False),
+                                 config.vocabulary)
+    models, skipped = {}, {}
+    for mode in ("predict", "call", "tf.function"):
+        models[f"keras-{mode}"] = Seq2SeqModel(config, KerasBackend(reference, mode), "fp32")
+    for fmt, precision in config.variants():
+        name = fmt if precision == "fp32" else f"{fmt}-{precision}"
+        models[name] = load(s.artifact, backend=fmt, precision=precision, threads=s.threads)
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        models["onnx-cuda"] = load(s.artifact, backend="onnx", device="cuda")
+    else:
+        skipped["onnx-cuda"] = "no CUDAExecutionProvider (onnxruntime-gpu not installed or no GPU)"
+    if not tf.config.list_physical_devices("GPU"):
+        skipped["keras-gpu"] = "TensorFlow sees no GPU"
+    if s.paths is not None:
+        unknown = set(s.paths) - set(models) - set(skipped)
+        if unknown:
+            from runtime.errors import InputError
+
+            raise InputError(f"unknown --backends {', '.join(sorted(unknown))}; available "
+                             f"here: {', '.join(models)}")
+        models = {k: v for k, v in models.items() if k in s.paths}
+    return models, skipped, reference
+
+
+def measure_path(name: str, model: Seq2SeqModel, s: Settings, keras_out: list[str]) -> dict:
+    vocab = model.vocabulary
+    texts = s.texts
+    slow = name == "keras-predict"
+    budget = s.budget * (0.5 if slow else 1.0)
+    cycle = itertools.cycle(texts)
+    # Bare step call, batch 1, from a real encoder state.
+    h, c = model.encode(texts[:1])
+    token = np.full(1, vocab.start_id, dtype=np.int32)
+    step = lambda: model.backend.step(token, h, c)  # noqa: E731
+    step_s = sample(step, _repeats(step, budget))
+    ids = vocab.encode_inputs(texts[:1])
+    encode = lambda: model.backend.encode(ids)  # noqa: E731
+    encoder_stats = stats(sample(encode, _repeats(encode, budget)))
+    # Whole greedy sentences, batch 1.
+    outputs = {t: model.translate([t])[0] for t in texts}
+    sentence_times, tokens = [], []
+    reps = _repeats(lambda: model.translate([texts[0]]), budget, lo=min(3, len(texts)))
+    for _ in range(reps):
+        t = next(cycle)
+        sentence_times += sample(lambda: model.translate([t]), 1, warmup=0)
+        tokens.append(len(outputs[t]) + 1)
+    per_token = float(np.sum(sentence_times) / np.sum(tokens) * 1e6)
+    # The loop's own cost: sentence time less one encoder call, per token, over a bare step.
+    loop_per_token = (np.sum(sentence_times) * 1e6 - len(tokens) * encoder_stats["p50_us"]
+                      ) / np.sum(tokens)
+    beam_reps = max(2, reps // 4)
+    beam_times = [sample(lambda: model.translate([next(cycle)], beam_size=4), 1, warmup=0)[0]
+                  for _ in range(beam_reps)]
+    throughput = {}
+    for batch in s.batch_sizes:
+        batch_texts = list(itertools.islice(itertools.cycle(texts), batch))
+        n_tokens = sum(len(o) + 1 for o in model.translate(batch_texts, batch_size=batch))
+        fn = lambda: model.translate(batch_texts, batch_size=batch)  # noqa: E731
+        times = sample(fn, _repeats(fn, budget, lo=1 if slow else 3), warmup=0 if slow else 1)
+        throughput[str(batch)] = n_tokens / float(np.median(times))
+    agreement = float(np.mean([outputs[t] == k for t, k in zip(texts, keras_out)]))
+    step_stats = stats(step_s)
+    return {
+        "step": step_stats,
+        "encoder": encoder_stats,
+        "sentence": stats(sentence_times),
+        "per_token_us": per_token,
+        "decode_per_token_us": float(loop_per_token),
+        "loop_overhead": float(loop_per_token / step_stats["p50_us"]),
+        "beam4": stats(beam_times),
+        "throughput_tokens_per_s": throughput,
+        "agreement_with_keras": agreement,
+    }
+
+
+def run(s: Settings) -> dict:
+    s.progress(f"loading {s.artifact} and {s.model}")
+    models, skipped, reference = build_paths(s)
+    keras_out = reference.greedy(s.texts)
+    results = {}
+    for i, (name, model) in enumerate(models.items(), 1):
+        s.progress(f"[{i}/{len(models)}] {name}")
+        results[name] = measure_path(name, model, s, keras_out)
+    ratios = {}
+    for name, r in results.items():
+        ratios[name] = {}
+        for base in ("keras-predict", "keras-tf.function"):
+            if base in results:
+                ratios[name][f"per_token_vs_{base}"] = (results[base]["per_token_us"]
+                                                        / r["per_token_us"])
+    s.progress("cold start in fresh processes")
+    text = s.texts[0]
+    config = load_config(s.artifact)
+    cold = {}
+    for fmt, _ in config.variants():
+        if s.paths is None or fmt in s.paths:
+            if (fmt, "fp32") in config.variants():
+                cold[f"runtime-{fmt}"] = coldstart.measure(
+                    coldstart.RUNTIME_SCRIPT, [str(s.artifact), fmt, text], s.cold_runs)
+    cold["keras"] = coldstart.measure(
+        coldstart.KERAS_SCRIPT, [str(s.model), str(s.artifact), text],
+        s.cold_runs)
+    sizes = {g.file: g.bytes for g in config.graphs}
+    sizes[s.model.name] = s.model.stat().st_size
+    return {"environment": environment(s.threads),
+            "settings": {"artifact": str(s.artifact), "model": str(s.model),
+                         "inputs": len(s.texts), "batch_sizes": s.batch_sizes,
+                         "budget_s": s.budget, "latent_dim": config.latent_dim,
+                         "input_tokens": config.vocabulary.input_size,
+                         "target_tokens": config.vocabulary.target_size},
+            "paths": results, "ratios": ratios, "cold_start": cold, "file_sizes": sizes,
+            "skipped": skipped}

@@ -1,0 +1,26 @@
+"""Small timing helpers: wall-clock samples and their percentiles."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def sample(fn, repeats: int, warmup: int = 3) -> list[float]:
+    """Seconds per call of ``fn()``, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    clock = time.perf_counter
+    for _ in range(repeats):
+        start = clock()
+        fn()
+        out.append(clock() - start)
+    return out
+
+
+def stats(seconds: list[float], per: float = 1.0) -> dict:
+    """p50 / p99 / mean in microseconds, each divided by ``per`` (e.g. tokens)."""
+    a = np.asarray(seconds, dtype=np.float64) * 1e6 / per
+    return {"p50_us": float(np.percentile(a, 50)), "p99_us": float(np.percentile(a, 99)),
+            "mean_us": float(a.mean()), "n": int(a.size)}

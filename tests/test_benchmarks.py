@@ -1,0 +1,51 @@
+"""`python -m benchmarks --quick` on the tiny model: every output, every figure plausible."""
+from __future__ import annotations
+
+import json
+
+from conftest import run_module
+
+
+def test_quick_run_writes_all_outputs_with_plausible_figures(tiny_run, tiny_artifact, tmp_path):
+    out = tmp_path / "bench"
+    done = run_module("benchmarks", str(tiny_artifact), "--quick", "--out", str(out),
+                      timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "x tf.function" in done.stdout and "cold start" in done.stdout
+    result = json.loads((out / "results.json").read_text())
+    assert (out / "chart.png").read_bytes()[:4] == b"\x89PNG"
+    report = (out / "report.md").read_text()
+    paths = result["paths"]
+    assert {"keras-predict", "keras-call", "keras-tf.function", "onnx", "tflite"} <= set(paths)
+    for name, r in paths.items():
+        assert name in report
+        for key in ("step", "encoder", "sentence", "beam4"):
+            assert 0 < r[key]["p50_us"] <= r[key]["p99_us"], (name, key)
+        assert r["per_token_us"] > 0 and r["loop_overhead"] > 0
+        assert set(r["throughput_tokens_per_s"]) == {"1", "4"}
+        assert all(v > 0 for v in r["throughput_tokens_per_s"].values())
+        assert r["agreement_with_keras"] == 1.0  # fp32 paths decode exactly as Keras
+        ratios = result["ratios"][name]
+        for base in ("keras-predict", "keras-tf.function"):
+            want = paths[base]["per_token_us"] / r["per_token_us"]
+            assert abs(ratios[f"per_token_vs_{base}"] - want) < 1e-9 * want
+    assert result["ratios"]["keras-predict"]["per_token_vs_keras-predict"] == 1.0
+    for name in ("runtime-onnx", "runtime-tflite", "keras"):
+        cold = result["cold_start"][name]
+        assert cold["seconds"] > 0 and cold["peak_rss_mb"] > 0
+    # The runtime processes never load TensorFlow, so they stay far smaller.
+    assert result["cold_start"]["runtime-onnx"]["peak_rss_mb"] < (
+        result["cold_start"]["keras"]["peak_rss_mb"])
+    assert result["file_sizes"]["encoder.onnx"] > 0
+    assert result["environment"]["threads"] == 1 and result["environment"]["cores"]
+    assert "onnx-cuda" in result["skipped"] or "onnx-cuda" in paths
+
+
+def test_bad_options_are_clear(tiny_artifact, tmp_path):
+    done = run_module("benchmarks", str(tiny_artifact), "--backends", "nope", "--quick",
+                      "--out", str(tmp_path))
+    assert done.returncode == 2 and "unknown --backends nope" in done.stderr
+    done = run_module("benchmarks", str(tmp_path / "missing"))
+    assert done.returncode == 2 and "not an artifact directory" in done.stderr
+    done = run_module("benchmarks", "--batch-sizes", "0")
+    assert done.returncode == 2 and "positive" in done.stderr
