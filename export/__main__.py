@@ -47,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
                         "strings over the input vocabulary")
     p.add_argument("--check-samples", type=int, default=200,
                    help="most inputs used by the greedy parity check")
+    p.add_argument("--no-fused", action="store_true",
+                   help="skip the fused greedy-decode graph (one call per batch)")
     p.add_argument("--force", action="store_true", help="replace an existing artifact")
     return p
 

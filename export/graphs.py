@@ -67,29 +67,50 @@ class GraphBuilder:
         self.dense_kernel = dense["kernel"]
         self.dense_bias = dense.get("bias", np.zeros(parts.target_size, np.float32))
 
+    # -- graph pieces (tf ops; constants are made inside the traced function, since
+    #    captured ones would become extra graph inputs in tf2onnx) --------------------
+    def _encode_unrolled(self, input_ids):
+        w = self.enc
+        kernel, recurrent, bias = (tf.constant(a) for a in (w.kernel, w.recurrent, w.bias))
+        xw = tf.gather(kernel, input_ids)
+        h = tf.zeros([tf.shape(input_ids)[0], self.latent])
+        c = h
+        for t in range(self.vocab.max_input_length):
+            h, c = _cell(xw[:, t], h, c, recurrent, bias)
+        return h, c
+
+    def _keras_encoder_layer(self):
+        layer = keras.layers.LSTM(self.latent, return_state=True, use_cudnn=False)
+        layer.build((None, None, self.parts.input_size))
+        layer.set_weights(self.parts.encoder_lstm.get_weights())
+        return layer
+
+    def _step_constants(self):
+        w = self.dec
+        return tuple(tf.constant(a) for a in (w.kernel, w.recurrent, w.bias,
+                                              self.dense_kernel, self.dense_bias))
+
+    @staticmethod
+    def _step(consts, token, h, c):
+        kernel, recurrent, bias, dense_kernel, dense_bias = consts
+        h, c = _cell(tf.gather(kernel, token), h, c, recurrent, bias)
+        return h, c, tf.matmul(h, dense_kernel) + dense_bias
+
+    # -- the graphs export converts -------------------------------------------------
     def encoder_unrolled(self):
         """Encoder over exactly ``max_input_length`` steps, builtin ops only."""
-        steps, latent, w = self.vocab.max_input_length, self.latent, self.enc
+        spec = tf.TensorSpec([None, self.vocab.max_input_length], tf.int32, "input_ids")
 
-        @tf.function(input_signature=[tf.TensorSpec([None, steps], tf.int32, "input_ids")])
+        @tf.function(input_signature=[spec])
         def encoder(input_ids):
-            # Constants made inside the function are embedded in the graph; captured
-            # ones would become extra graph inputs in tf2onnx.
-            kernel, recurrent, bias = (tf.constant(a) for a in (w.kernel, w.recurrent, w.bias))
-            xw = tf.gather(kernel, input_ids)
-            h = tf.zeros([tf.shape(input_ids)[0], latent])
-            c = h
-            for t in range(steps):
-                h, c = _cell(xw[:, t], h, c, recurrent, bias)
+            h, c = self._encode_unrolled(input_ids)
             return {"h": h, "c": c}
 
         return encoder
 
     def encoder_dynamic(self):
         """Encoder with a dynamic time axis (for tf2onnx's fused LSTM op)."""
-        layer = keras.layers.LSTM(self.latent, return_state=True, use_cudnn=False)
-        layer.build((None, None, self.parts.input_size))
-        layer.set_weights(self.parts.encoder_lstm.get_weights())
+        layer = self._keras_encoder_layer()
         width = self.parts.input_size
 
         @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, "input_ids")])
@@ -102,17 +123,67 @@ class GraphBuilder:
         return encoder
 
     def decoder_step(self):
-        latent, w = self.latent, self.dec
-        arrays = (w.kernel, w.recurrent, w.bias, self.dense_kernel, self.dense_bias)
+        latent = self.latent
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, "token"),
                                       tf.TensorSpec([None, latent], tf.float32, "h"),
                                       tf.TensorSpec([None, latent], tf.float32, "c")])
         def decoder_step(token, h, c):
-            kernel, recurrent, bias, dense_kernel, dense_bias = map(tf.constant, arrays)
-            h, c = _cell(tf.gather(kernel, token), h, c, recurrent, bias)
-            probs = tf.nn.softmax(tf.matmul(h, dense_kernel) + dense_bias)
+            h, c, logits = self._step(self._step_constants(), token, h, c)
+            probs = tf.nn.softmax(logits)
             return {"probs": probs, "h_out": h, "c_out": c,
                     "next_token": tf.argmax(probs, axis=-1, output_type=tf.int32)}
 
         return decoder_step
+
+    def greedy_fused(self, fmt: str):
+        """The whole greedy decode as one graph: ``input_ids`` -> ``output_ids``
+        [batch, max_output_length] and ``lengths`` [batch] (end token excluded).
+
+        A ``tf.while_loop`` that stops once every row has emitted the end token;
+        tf2onnx makes it an ONNX ``Loop``, the TFLite converter a builtin
+        ``WHILE``. Output columns are written by adding a column mask into a
+        preallocated tensor (no TensorList, which TFLite cannot run without Flex).
+        """
+        vocab = self.vocab
+        steps, start, end = vocab.max_output_length, vocab.start_id, vocab.end_id
+        if fmt == "onnx":
+            layer, width = self._keras_encoder_layer(), self.parts.input_size
+            time_axis = None
+
+            def encode(ids):
+                _, h, c = layer(tf.one_hot(ids, width), training=False)
+                return h, c
+        else:
+            time_axis = vocab.max_input_length
+            encode = self._encode_unrolled
+
+        @tf.function(input_signature=[tf.TensorSpec([None, time_axis], tf.int32, "input_ids")])
+        def greedy(input_ids):
+            consts = self._step_constants()
+            batch = tf.shape(input_ids)[0]
+            h, c = encode(input_ids)
+            token = tf.fill([batch], start)
+            out = tf.zeros([batch, steps], tf.int32)
+            lengths = tf.fill([batch], steps)
+            done = tf.zeros([batch], tf.bool)
+
+            def more(t, token, h, c, out, lengths, done):
+                return tf.logical_and(t < steps, tf.logical_not(tf.reduce_all(done)))
+
+            def body(t, token, h, c, out, lengths, done):
+                h, c, logits = self._step(consts, token, h, c)
+                token = tf.argmax(logits, axis=-1, output_type=tf.int32)
+                column = tf.cast(tf.equal(tf.range(steps), t), tf.int32)
+                out = out + token[:, None] * column[None, :]
+                ended = tf.logical_and(tf.logical_not(done), tf.equal(token, end))
+                lengths = tf.where(ended, t, lengths)
+                return t + 1, token, h, c, out, lengths, tf.logical_or(done, ended)
+
+            _, _, _, _, out, lengths, _ = tf.while_loop(
+                more, body, (tf.constant(0), token, h, c, out, lengths, done))
+            return {"output_ids": out, "lengths": lengths}
+
+        if fmt == "onnx":
+            greedy.keras_layer = layer
+        return greedy

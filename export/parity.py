@@ -43,9 +43,11 @@ def graph_checks(directory: Path, variant: tuple[str, str], reference: Reference
                  texts: list[str], seed: int = 0) -> list[Check]:
     fmt, precision = variant
     config = load_config(directory)
-    enc, step = (config.graph(fmt, precision, n) for n in ("encoder", "decoder_step"))
-    backend = create(fmt, config.path(enc).read_bytes(), config.path(step).read_bytes(),
-                     enc.file, step.file)
+    graphs = {}
+    for name in ("encoder", "decoder_step"):
+        g = config.graph(fmt, precision, name)
+        graphs[name] = (config.path(g).read_bytes(), g.file)
+    backend = create(fmt, graphs)
     vocab = reference.vocab
     rng = np.random.default_rng(seed)
     worst: dict[str, float] = {}
@@ -107,10 +109,43 @@ def decode_checks(directory: Path, variants: list[tuple[str, str]],
     return checks, keras_out
 
 
+def fused_checks(directory: Path, formats, texts: list[str], keras_out: list[str]):
+    """The fused greedy graph against Keras and against the step loop, and the
+    time of each path per sentence (batch 1), so the runtime can pick the faster."""
+    import time
+
+    checks, timing = [], {}
+    for fmt in formats:
+        step = runtime.load(directory, backend=fmt, greedy="step")
+        fused = runtime.load(directory, backend=fmt, greedy="fused")
+        fused_out = fused.translate(texts, batch_size=256)
+        one_by_one = [fused.translate([t])[0] for t in texts[:50]]
+        same = sum(a == b for a, b in zip(fused_out, keras_out)) / len(texts)
+        checks.append(Check(f"{fmt}/fused", f"greedy == Keras ({len(texts)} inputs)", same,
+                            "== 1.0", same == 1.0))
+        step_out = step.translate(texts[:50])
+        agree = float(np.mean([a == b for a, b in zip(one_by_one, step_out)]))
+        checks.append(Check(f"{fmt}/fused", f"batch 1 == step loop ({len(step_out)} inputs)",
+                            agree, "== 1.0", agree == 1.0))
+        timing[fmt] = {}
+        sample = texts[:20]
+        for name, model in (("step", step), ("fused", fused)):
+            model.translate(sample[:2])
+            best = float("inf")
+            for _ in range(3):
+                started = time.perf_counter()
+                for t in sample:
+                    model.translate([t])
+                best = min(best, (time.perf_counter() - started) / len(sample))
+            timing[fmt][name] = best * 1e6
+    return checks, timing
+
+
 def table(checks: list[Check]) -> str:
     rows = [("variant", "check", "value", "bound", "result")]
     for c in checks:
-        value = f"{c.value:.3g}" if "greedy" not in c.what else f"{c.value:.2%}"
+        share = c.what.startswith(("greedy", "batch 1"))
+        value = f"{c.value:.2%}" if share else f"{c.value:.3g}"
         result = "ok" if c.ok else ("FAIL" if c.fatal else "LOW AGREEMENT")
         rows.append((c.variant, c.what, value, c.bound, result))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]

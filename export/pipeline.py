@@ -11,8 +11,8 @@ from pathlib import Path
 import runtime
 from runtime.errors import ArtifactError, DataError, VocabularyError
 from runtime.metadata import (ARTIFACT_FORMAT, ARTIFACT_VERSION, ENCODER_INPUTS,
-                              ENCODER_OUTPUTS, METADATA_FILE, STEP_INPUTS, STEP_OUTPUTS,
-                              sha256_file)
+                              ENCODER_OUTPUTS, GREEDY_INPUTS, GREEDY_OUTPUTS, METADATA_FILE,
+                              STEP_INPUTS, STEP_OUTPUTS, sha256_file)
 from runtime.vocab import Vocabulary
 from train import outdir
 from train.fit import HELDOUT_FILE
@@ -66,8 +66,9 @@ def check_texts(vocab: Vocabulary, path: Path | None, limit: int, seed: int = 0)
 
 def _graph_entry(directory: Path, name: str, fmt: str, precision: str, file: str) -> dict:
     path = directory / file
-    inputs, outputs = ((ENCODER_INPUTS, ENCODER_OUTPUTS) if name == "encoder"
-                       else (STEP_INPUTS, STEP_OUTPUTS))
+    inputs, outputs = {"encoder": (ENCODER_INPUTS, ENCODER_OUTPUTS),
+                       "decoder_step": (STEP_INPUTS, STEP_OUTPUTS),
+                       "greedy": (GREEDY_INPUTS, GREEDY_OUTPUTS)}[name]
     return {"name": name, "format": fmt, "precision": precision, "file": file,
             "sha256": sha256_file(path), "bytes": path.stat().st_size,
             "inputs": list(inputs), "outputs": list(outputs)}
@@ -88,7 +89,7 @@ def _versions() -> dict:
 def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("onnx", "tflite"),
                     quantize=(), opset: int = convert.DEFAULT_OPSET,
                     texts: list[str] | None = None, force: bool = False,
-                    log=print) -> ExportResult:
+                    fused: bool = True, log=print) -> ExportResult:
     """Write a verified artifact to ``out``; nothing is promoted unless parity holds."""
     from train.reference import ReferenceDecoder
     from train.structure import check_vocabulary, locate
@@ -118,6 +119,11 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
                     convert.quantize_onnx(staging / f"{name}.onnx", staging / f"{name}.int8.onnx")
                     graphs.append(_graph_entry(staging, name, "onnx", "int8",
                                                f"{name}.int8.onnx"))
+            if fused:
+                log("converting the fused greedy decode to ONNX", flush=True)
+                convert.to_onnx(builder.greedy_fused("onnx"), staging / "greedy.onnx", opset,
+                                convert.onnx_props(vocab_dict, "greedy", runtime.__version__))
+                graphs.append(_graph_entry(staging, "greedy", "onnx", "fp32", "greedy.onnx"))
             variants += [("onnx", "fp32")] + ([("onnx", "int8")] if "int8" in quantize else [])
         if "tflite" in formats:
             tfl_precisions = ["fp32"] + [q for q in ("int8", "fp16") if q in quantize]
@@ -129,6 +135,12 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
                     convert.to_tflite(fn, staging / file, precision)
                     opguard.check_tflite(staging / file, allow_while=False)
                     graphs.append(_graph_entry(staging, name, "tflite", precision, file))
+            if fused:
+                log("converting the fused greedy decode to TFLite", flush=True)
+                convert.to_tflite(builder.greedy_fused("tflite"), staging / "greedy.tflite")
+                opguard.check_tflite(staging / "greedy.tflite", allow_while=True)
+                graphs.append(_graph_entry(staging, "greedy", "tflite", "fp32",
+                                           "greedy.tflite"))
             variants += [("tflite", p) for p in tfl_precisions]
         metadata = {
             "format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION,
@@ -148,8 +160,13 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
         for variant in variants:
             if variant[1] == "fp32":
                 checks += parity.graph_checks(staging, variant, reference, texts)
-        decode, _ = parity.decode_checks(staging, variants, reference, texts)
+        decode, keras_out = parity.decode_checks(staging, variants, reference, texts)
         checks += decode
+        if fused:
+            fused_checks, timing = parity.fused_checks(staging, formats, texts, keras_out)
+            checks += fused_checks
+            metadata["greedy_timing_us"] = timing
+            metadata["greedy_path"] = {fmt: min(t, key=t.get) for fmt, t in timing.items()}
         log(parity.table(checks))
         failed = [c for c in checks if c.fatal and not c.ok]
         if failed:
@@ -187,8 +204,12 @@ def run(args) -> int:
         texts_path = model_path.parent / HELDOUT_FILE
     texts = check_texts(vocab, texts_path, args.check_samples)
     result = export_artifact(model_path, vocab, out, args.formats, args.quantize, args.opset,
-                             texts, args.force)
+                             texts, args.force, fused=not args.no_fused)
     sizes = ", ".join(f"{g['file']} {g['bytes'] / 1024:.0f} KiB"
                       for g in result.metadata["graphs"])
     print(f"wrote {out}/ ({sizes}, {METADATA_FILE})")
+    for fmt, path in result.metadata.get("greedy_path", {}).items():
+        t = result.metadata["greedy_timing_us"][fmt]
+        print(f"greedy on {fmt}: {path} path by default (per sentence, batch 1: step loop "
+              f"{t['step']:.0f} µs, fused graph {t['fused']:.0f} µs)")
     return 0

@@ -90,6 +90,14 @@ def greedy(backend: Backend, input_ids: np.ndarray, start: int, end: int,
     return [out[i, :lengths[i]].tolist() for i in range(batch)]
 
 
+def fused_greedy(backend: Backend, input_ids: np.ndarray, steps: int) -> list[list[int]]:
+    """Greedy decode in one backend call (the fused graph). Greedy is prefix-stable,
+    so a shorter ``steps`` is the same decode cut short."""
+    out, lengths = backend.greedy(input_ids)
+    lengths = np.minimum(lengths, steps)
+    return [out[i, :lengths[i]].tolist() for i in range(len(lengths))]
+
+
 def stream_greedy(backend: Backend, input_ids: np.ndarray, start: int, end: int,
                   steps: int) -> Iterator[int]:
     """Token ids of one input, yielded as they are decoded (batch 1: the fast path)."""

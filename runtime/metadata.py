@@ -17,12 +17,16 @@ from .vocab import Vocabulary
 ARTIFACT_FORMAT = "seq2seq-artifact"
 ARTIFACT_VERSION = 1
 METADATA_FILE = "artifact.json"
-GRAPH_NAMES = ("encoder", "decoder_step")
+GRAPH_NAMES = ("encoder", "decoder_step", "greedy")
 # Fixed tensor names every graph uses, whatever the backend.
 ENCODER_INPUTS = ("input_ids",)
 ENCODER_OUTPUTS = ("h", "c")
 STEP_INPUTS = ("token", "h", "c")
 STEP_OUTPUTS = ("probs", "h_out", "c_out", "next_token")
+# The fused greedy decode (optional): ids in, decoded ids and their lengths out.
+GREEDY_INPUTS = ("input_ids",)
+GREEDY_OUTPUTS = ("output_ids", "lengths")
+GREEDY_PATHS = ("step", "fused")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,12 @@ class ArtifactConfig:
     graphs: tuple[GraphFile, ...]
     versions: dict
     parity: dict
+    # Per format, the greedy path export measured as faster: "step" or "fused".
+    greedy_path: dict
+
+    def has_graph(self, fmt: str, precision: str, name: str) -> bool:
+        return any((g.format, g.precision, g.name) == (fmt, precision, name)
+                   for g in self.graphs)
 
     def graph(self, fmt: str, precision: str, name: str) -> GraphFile:
         for g in self.graphs:
@@ -107,6 +117,7 @@ def load_config(directory: str | Path) -> ArtifactConfig:
                       outputs=tuple(g["outputs"]))
             for g in d["graphs"])
         latent = int(d["latent_dim"])
+        greedy_path = dict(d.get("greedy_path") or {})
     except VocabularyError as e:
         raise ArtifactError(f"{meta}: bad vocabulary: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
@@ -114,9 +125,11 @@ def load_config(directory: str | Path) -> ArtifactConfig:
     for g in graphs:
         if g.name not in GRAPH_NAMES:
             raise ArtifactError(f"{meta}: unknown graph {g.name!r}")
+    if any(v not in GREEDY_PATHS for v in greedy_path.values()):
+        raise ArtifactError(f"{meta}: greedy_path values must be one of {GREEDY_PATHS}")
     return ArtifactConfig(directory=directory, vocabulary=vocab, latent_dim=latent,
                           graphs=graphs, versions=dict(d.get("versions", {})),
-                          parity=dict(d.get("parity", {})))
+                          parity=dict(d.get("parity", {})), greedy_path=greedy_path)
 
 
 def verify_file(config: ArtifactConfig, graph: GraphFile) -> Path:

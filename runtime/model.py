@@ -9,7 +9,7 @@ import numpy as np
 from . import decoding
 from .backends import BACKENDS, DEVICES, Backend, create
 from .errors import ArtifactError, BackendError, InputError
-from .metadata import ArtifactConfig, load_config, verify_file
+from .metadata import GREEDY_PATHS, ArtifactConfig, load_config, verify_file
 from .vocab import Vocabulary
 
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -19,10 +19,13 @@ class Seq2SeqModel:
     """A loaded artifact. ``translate`` and ``stream`` are safe to call from many
     threads at once (each call keeps its own state)."""
 
-    def __init__(self, config: ArtifactConfig, backend: Backend, precision: str):
+    def __init__(self, config: ArtifactConfig, backend: Backend, precision: str,
+                 fused: bool = False):
         self.config = config
         self.backend = backend
         self.precision = precision
+        # Greedy decoding runs the fused one-call graph instead of the step loop.
+        self.fused = fused
 
     @property
     def vocabulary(self) -> Vocabulary:
@@ -61,6 +64,8 @@ class Seq2SeqModel:
                                                  vocab.end_id, steps, options.beam_size,
                                                  options.length_penalty)
                             for i in range(len(chunk))]
+            elif self.fused:
+                results += decoding.fused_greedy(self.backend, chunk, steps)
             else:
                 results += decoding.greedy(self.backend, chunk, vocab.start_id, vocab.end_id,
                                            steps)
@@ -90,14 +95,19 @@ class Seq2SeqModel:
 
 
 def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",
-         threads: int = 1, precision: str = "fp32", verify: bool = True) -> Seq2SeqModel:
+         threads: int = 1, precision: str = "fp32", verify: bool = True,
+         greedy: str = "auto") -> Seq2SeqModel:
     """Load an artifact written by ``python -m export``.
 
     ``backend``: "onnx" (ONNX Runtime) or "tflite" (LiteRT); ``device``: "cpu" or
     "cuda" (onnx only; an error, never a silent CPU fallback, where CUDA is not
     available); ``precision``: "fp32", or a quantized variant the artifact has.
     ``verify=False`` skips checking each model file's sha256 against the metadata
-    (faster cold start for files you already trust).
+    (faster cold start for files you already trust). ``greedy``: "fused" runs
+    greedy decoding as one call of the fused graph, "step" as a Python loop over
+    the step graph, "auto" takes whichever export measured as faster for this
+    backend (the step loop where the artifact has no fused graph). Beam search,
+    sampling and streaming always use the step loop.
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -108,15 +118,22 @@ def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",
                          f"{', '.join(PRECISIONS)}")
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise InputError(f"threads must be a positive integer, got {threads!r}")
+    if greedy not in GREEDY_PATHS + ("auto",):
+        raise InputError(f"greedy must be auto, step or fused, got {greedy!r}")
     config = load_config(directory)
+    has_fused = config.has_graph(backend, precision, "greedy")
+    if greedy == "fused" and not has_fused:
+        raise ArtifactError(f"{config.directory}: no fused {backend} {precision} greedy "
+                            "graph; re-export, or use greedy='step'")
+    fused = greedy == "fused" or (greedy == "auto" and has_fused
+                                  and config.greedy_path.get(backend) == "fused")
     blobs = {}
-    for name in ("encoder", "decoder_step"):
+    for name in ("encoder", "decoder_step") + (("greedy",) if fused else ()):
         graph = config.graph(backend, precision, name)
         path = verify_file(config, graph) if verify else config.path(graph)
         try:
             blobs[name] = (path.read_bytes(), str(path))
         except OSError as e:
             raise ArtifactError(f"{path}: cannot read ({e.strerror})") from None
-    impl = create(backend, blobs["encoder"][0], blobs["decoder_step"][0],
-                  blobs["encoder"][1], blobs["decoder_step"][1], device, threads)
-    return Seq2SeqModel(config, impl, precision)
+    impl = create(backend, blobs, device, threads)
+    return Seq2SeqModel(config, impl, precision, fused)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from runtime.errors import Seq2SeqError
 
-DEFAULTS = dict(samples=30000, epochs=10, batch_size=64, latent_dim=256, seed=0,
+DEFAULTS = dict(samples=30000, epochs=8, batch_size=64, latent_dim=256, seed=0,
                 test_size=500, val_split=0.1, patience=2)
 
 

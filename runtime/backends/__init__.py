@@ -28,19 +28,27 @@ class Backend(ABC):
         """``token`` int32 ``[batch]`` and the state -> ``(probs, h, c, next_token)``;
         ``next_token`` is the argmax of ``probs``, computed inside the graph."""
 
+    def greedy(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The fused greedy graph, when loaded: ``(output_ids, lengths)``."""
+        raise NotImplementedError(f"the {self.name} backend has no fused greedy graph loaded")
 
-def create(name: str, encoder: bytes, step: bytes, encoder_file: str, step_file: str,
-           device: str = "cpu", threads: int = 1) -> Backend:
+    has_fused = False
+
+
+def create(name: str, graphs: dict[str, tuple[bytes, str]], device: str = "cpu",
+           threads: int = 1) -> Backend:
+    """``graphs`` maps "encoder", "decoder_step" and optionally "greedy" to
+    ``(file bytes, file name)``."""
     from ..errors import BackendError
 
     if name == "onnx":
         from .onnx import OnnxBackend
 
-        return OnnxBackend(encoder, step, encoder_file, step_file, device, threads)
+        return OnnxBackend(graphs, device, threads)
     if name == "tflite":
         if device != "cpu":
             raise BackendError(f"the tflite backend runs on the CPU only, not {device!r}")
         from .litert import LiteRTBackend
 
-        return LiteRTBackend(encoder, step, encoder_file, step_file, threads)
+        return LiteRTBackend(graphs, threads)
     raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -13,7 +13,8 @@ import threading
 import numpy as np
 
 from ..errors import ArtifactError, BackendError
-from ..metadata import ENCODER_INPUTS, ENCODER_OUTPUTS, STEP_INPUTS, STEP_OUTPUTS
+from ..metadata import (ENCODER_INPUTS, ENCODER_OUTPUTS, GREEDY_INPUTS, GREEDY_OUTPUTS,
+                        STEP_INPUTS, STEP_OUTPUTS)
 from . import Backend
 
 
@@ -34,9 +35,14 @@ class _Graph:
             in_details = runner.get_input_details()
             out_details = runner.get_output_details()
             del runner  # it holds tensor references that would block resizing
+            if sorted(in_details) != sorted(inputs) or not set(outputs) <= set(out_details):
+                raise ArtifactError(
+                    f"{filename}: has inputs {sorted(in_details)} and outputs "
+                    f"{sorted(out_details)}; expected inputs {list(inputs)} and outputs "
+                    f"{list(outputs)} (wrong file in this place?)")
             self.inputs = [in_details[n]["index"] for n in inputs]
             self.outputs = [out_details[n]["index"] for n in outputs]
-        except (ValueError, RuntimeError, KeyError) as e:
+        except (ValueError, RuntimeError) as e:
             raise ArtifactError(f"{filename}: LiteRT cannot load it: "
                                 f"{str(e).splitlines()[0][:300]}") from None
         self.filename = filename
@@ -60,12 +66,17 @@ class _Graph:
 class LiteRTBackend(Backend):
     name = "tflite"
 
-    def __init__(self, encoder: bytes, step: bytes, encoder_file: str, step_file: str,
-                 threads: int = 1):
+    def __init__(self, graphs: dict, threads: int = 1):
         Interpreter = _import_interpreter()
-        self._encoder = _Graph(Interpreter, encoder, encoder_file, ENCODER_INPUTS,
+        self._encoder = _Graph(Interpreter, *graphs["encoder"], ENCODER_INPUTS,
                                ENCODER_OUTPUTS, threads)
-        self._step = _Graph(Interpreter, step, step_file, STEP_INPUTS, STEP_OUTPUTS, threads)
+        self._step = _Graph(Interpreter, *graphs["decoder_step"], STEP_INPUTS, STEP_OUTPUTS,
+                            threads)
+        self._greedy = None
+        if "greedy" in graphs:
+            self._greedy = _Graph(Interpreter, *graphs["greedy"], GREEDY_INPUTS,
+                                  GREEDY_OUTPUTS, threads)
+            self.has_fused = True
 
     def encode(self, input_ids):
         h, c = self._encoder(input_ids)
@@ -74,3 +85,9 @@ class LiteRTBackend(Backend):
     def step(self, token, h, c):
         probs, h, c, nxt = self._step(token, h, c)
         return probs, h, c, nxt
+
+    def greedy(self, input_ids):
+        if self._greedy is None:
+            return super().greedy(input_ids)
+        ids, lengths = self._greedy(input_ids)
+        return ids, lengths

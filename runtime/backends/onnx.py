@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ArtifactError, BackendError
-from ..metadata import ENCODER_OUTPUTS, STEP_OUTPUTS
+from ..metadata import (ENCODER_INPUTS, ENCODER_OUTPUTS, GREEDY_INPUTS, GREEDY_OUTPUTS,
+                        STEP_INPUTS, STEP_OUTPUTS)
 from . import Backend
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -22,8 +23,7 @@ def _import_ort():
 class OnnxBackend(Backend):
     name = "onnx"
 
-    def __init__(self, encoder: bytes, step: bytes, encoder_file: str, step_file: str,
-                 device: str = "cpu", threads: int = 1):
+    def __init__(self, graphs: dict, device: str = "cpu", threads: int = 1):
         ort = _import_ort()
         if device not in PROVIDERS:
             raise BackendError(f"unknown device {device!r}; choose cpu or cuda")
@@ -42,16 +42,31 @@ class OnnxBackend(Backend):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.device = device
-        self._encoder = self._session(ort, encoder, encoder_file, options, provider)
-        self._step = self._session(ort, step, step_file, options, provider)
+        self._encoder = self._session(ort, *graphs["encoder"], options, provider,
+                                      ENCODER_INPUTS, ENCODER_OUTPUTS)
+        self._step = self._session(ort, *graphs["decoder_step"], options, provider,
+                                   STEP_INPUTS, STEP_OUTPUTS)
+        self._greedy = None
+        if "greedy" in graphs:
+            self._greedy = self._session(ort, *graphs["greedy"], options, provider,
+                                         GREEDY_INPUTS, GREEDY_OUTPUTS)
+            self.has_fused = True
 
     @staticmethod
-    def _session(ort, data: bytes, filename: str, options, provider):
+    def _session(ort, data: bytes, filename: str, options, provider, inputs, outputs):
         try:
             session = ort.InferenceSession(data, sess_options=options, providers=[provider])
         except Exception as e:  # onnxruntime raises its own untyped errors
-            raise ArtifactError(f"{filename}: onnxruntime cannot load it: "
-                                f"{str(e).splitlines()[0][:300]}") from None
+            reason = str(e).splitlines()[0][:300]
+            if "external data" in reason.lower():
+                raise ArtifactError(f"{filename}: refers to external data, which artifacts "
+                                    f"may not ({reason})") from None
+            raise ArtifactError(f"{filename}: onnxruntime cannot load it: {reason}") from None
+        names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+        if sorted(names[0]) != sorted(inputs) or not set(outputs) <= set(names[1]):
+            raise ArtifactError(f"{filename}: has inputs {names[0]} and outputs {names[1]}; "
+                                f"expected inputs {list(inputs)} and outputs {list(outputs)} "
+                                "(wrong file in this place?)")
         got = session.get_providers()
         # ONNX Runtime silently falls back to the CPU; refuse that.
         if got[0] != provider:
@@ -66,3 +81,9 @@ class OnnxBackend(Backend):
     def step(self, token, h, c):
         probs, h, c, nxt = self._step.run(STEP_OUTPUTS, {"token": token, "h": h, "c": c})
         return probs, h, c, nxt
+
+    def greedy(self, input_ids):
+        if self._greedy is None:
+            return super().greedy(input_ids)
+        ids, lengths = self._greedy.run(GREEDY_OUTPUTS, {"input_ids": input_ids})
+        return ids, lengths

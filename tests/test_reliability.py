@@ -1,0 +1,209 @@
+"""Failure behaviour as a tested guarantee: corrupted artifacts, hostile input,
+concurrency and interrupted runs never crash, hang or lose work."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import runtime
+from conftest import ROOT, TINY_TRAIN, read_json, run_module
+from runtime.errors import Seq2SeqError
+
+MODEL_FILES = ("encoder.onnx", "decoder_step.onnx", "encoder.tflite", "decoder_step.tflite")
+
+# Loads run in a fresh process, so a native crash (segfault, abort) fails the
+# test instead of killing the test run. The child prints one line of JSON.
+LOAD_SCRIPT = """
+import json, sys
+import runtime
+try:
+    model = runtime.load(sys.argv[1], backend=sys.argv[2], verify=sys.argv[3] == "1")
+    out = model.translate([sys.argv[4]])
+    print(json.dumps({"ok": True, "output": out}))
+except runtime.Seq2SeqError as e:
+    print(json.dumps({"ok": False, "type": type(e).__name__, "message": str(e)}))
+"""
+
+
+def load_in_subprocess(artifact: Path, backend: str, verify: bool, text: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(artifact), backend,
+                           "1" if verify else "0", text], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, f"crashed with {done.returncode}: {done.stderr[-800:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _corruptions(data: bytes, other: bytes):
+    yield "empty", b""
+    for frac in (0.01, 0.5, 0.99):
+        yield f"truncated at {frac:.0%}", data[:int(len(data) * frac)]
+    flipped = bytearray(data)
+    for i in range(17, len(flipped), max(1, len(flipped) // 25)):
+        flipped[i] ^= 0x5A
+    yield "bytes flipped", bytes(flipped)
+    yield "swapped with the other graph", other
+
+
+def _backend(name: str) -> str:
+    return "onnx" if name.endswith(".onnx") else "tflite"
+
+
+@pytest.mark.parametrize("name", MODEL_FILES)
+def test_corrupted_model_files_give_a_named_error(tiny_artifact, heldout, tmp_path, name):
+    data = (tiny_artifact / name).read_bytes()
+    other_name = name.replace("encoder", "X").replace("decoder_step", "encoder").replace(
+        "X", "decoder_step")
+    other = (tiny_artifact / other_name).read_bytes()
+    for i, (label, content) in enumerate(_corruptions(data, other)):
+        art = tmp_path / f"a{i}"
+        shutil.copytree(tiny_artifact, art)
+        (art / name).write_bytes(content)
+        for verify in (True, False):
+            result = load_in_subprocess(art, _backend(name), verify, heldout[0])
+            if verify:
+                assert not result["ok"], (label, result)
+                assert result["type"] == "ArtifactError" and name in result["message"], label
+            elif not result["ok"]:
+                # Without hashes the backend's own parser must still refuse cleanly.
+                assert result["type"] == "ArtifactError" and name in result["message"], label
+
+
+def test_corrupted_metadata_gives_a_named_error(tiny_artifact, heldout, tmp_path):
+    meta = (tiny_artifact / "artifact.json").read_text()
+    other_version = json.loads(meta)
+    other_version["version"] = 2
+    wrong_hash = json.loads(meta)
+    wrong_hash["graphs"][0]["sha256"] = "0" * 64
+    outside = json.loads(meta)
+    outside["graphs"][0]["file"] = "../" + outside["graphs"][0]["file"]
+    cases = {"empty": "", "truncated": meta[: len(meta) // 2], "not json": "\x00\x01garbage",
+             "a list": "[]", "other version": json.dumps(other_version),
+             "wrong sha256": json.dumps(wrong_hash), "path outside": json.dumps(outside)}
+    for i, (label, content) in enumerate(cases.items()):
+        art = tmp_path / f"m{i}"
+        shutil.copytree(tiny_artifact, art)
+        (art / "artifact.json").write_text(content)
+        result = load_in_subprocess(art, "onnx", True, heldout[0])
+        assert not result["ok"] and result["type"] == "ArtifactError", (label, result)
+        assert "artifact.json" in result["message"] or "sha256" in result["message"], label
+
+
+def test_symlinked_model_file_is_refused(tiny_artifact, tmp_path):
+    art = tmp_path / "a"
+    shutil.copytree(tiny_artifact, art)
+    (art / "encoder.onnx").unlink()
+    os.symlink(tiny_artifact / "encoder.onnx", art / "encoder.onnx")
+    with pytest.raises(runtime.ArtifactError, match="symbolic link"):
+        runtime.load(art)
+
+
+def test_onnx_external_data_outside_the_artifact_is_refused(tiny_artifact, tmp_path):
+    import onnx
+
+    art = tmp_path / "a"
+    shutil.copytree(tiny_artifact, art)
+    model = onnx.load(str(art / "decoder_step.onnx"))
+    onnx.save_model(model, str(art / "decoder_step.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    shutil.move(art / "weights.bin", tmp_path / "outside.bin")
+    model = onnx.load(str(art / "decoder_step.onnx"), load_external_data=False)
+    for tensor in model.graph.initializer:  # onnx itself refuses to write "../"
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../outside.bin"
+    onnx.save_model(model, str(art / "decoder_step.onnx"))
+    meta = read_json(art / "artifact.json")
+    for g in meta["graphs"]:
+        if g["file"] == "decoder_step.onnx":
+            from runtime.metadata import sha256_file
+
+            g["sha256"] = sha256_file(art / g["file"])
+            g["bytes"] = (art / g["file"]).stat().st_size
+    (art / "artifact.json").write_text(json.dumps(meta))
+    with pytest.raises(runtime.ArtifactError, match="external data"):
+        runtime.load(art)
+
+
+printable = st.text(st.characters(codec="utf-8"), max_size=300)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "tflite"])
+def test_hostile_text_ends_in_a_result_or_our_error(tiny_artifact, backend):
+    model = runtime.load(tiny_artifact, backend=backend)
+    bound = model.vocabulary.max_output_length
+
+    @settings(max_examples=150, deadline=5000, suppress_health_check=list(HealthCheck))
+    @given(texts=st.lists(printable | st.sampled_from(["", "\x00", "\n\t\r", "🙂" * 50]),
+                          max_size=5),
+           unknown=st.sampled_from(["error", "skip"]),
+           too_long=st.sampled_from(["error", "truncate"]),
+           beam=st.integers(-2, 300), max_length=st.none() | st.integers(-2, bound + 3))
+    def check(texts, unknown, too_long, beam, max_length):
+        start = time.monotonic()
+        try:
+            out = model.translate(texts, beam_size=beam, max_length=max_length,
+                                  unknown=unknown, too_long=too_long)
+        except Seq2SeqError:
+            return
+        assert len(out) == len(texts)
+        assert all(isinstance(s, str) and len(s) <= (max_length or bound) for s in out)
+        assert time.monotonic() - start < 30
+
+    check()
+
+
+@pytest.mark.parametrize("bad", [None, 3, b"bytes", ["ok", None], [["nested"]], {"a": 1}])
+def test_non_strings_are_refused(tiny_artifact, bad):
+    model = runtime.load(tiny_artifact)
+    with pytest.raises(runtime.InputError):
+        model.translate(bad)
+
+
+def test_huge_batch(tiny_artifact, heldout):
+    model = runtime.load(tiny_artifact, backend="tflite")
+    texts = (heldout * 100)[:3000]
+    out = model.translate(texts, batch_size=1024)
+    assert out == model.translate(heldout) * (3000 // len(heldout)) + model.translate(
+        heldout[:3000 % len(heldout)])
+
+
+@pytest.mark.parametrize("backend", ["onnx", "tflite"])
+def test_eight_threads_by_200_decodes_equal_serial(tiny_artifact, heldout, backend):
+    model = runtime.load(tiny_artifact, backend=backend)
+    texts = [heldout[i % len(heldout)] for i in range(1600)]
+    serial = {t: model.translate([t])[0] for t in set(texts)}
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda t: model.translate([t])[0], texts))
+    assert results == [serial[t] for t in texts]
+
+
+def test_killed_training_keeps_previous_output_and_rerun_succeeds(tmp_path):
+    from train.__main__ import main
+
+    out = tmp_path / "run"
+    args = [*TINY_TRAIN, "--samples", "300", "--epochs", "1"]
+    assert main([*args, "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    proc = subprocess.Popen([sys.executable, "-m", "train", *args, "--epochs", "100",
+                             "--patience", "100", "--out", str(out), "--force"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(tmp_path.glob(".run.partial-*/model.keras")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    done = run_module("train", *args, "--out", str(out), "--force")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert read_json(out / "train.json")["epochs_run"] == 1
