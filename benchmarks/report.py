@@ -63,7 +63,10 @@ def markdown(result: dict) -> str:
           "(encoder included) divided by the tokens it emitted; *loop/step*: the decode's time "
           "less one encoder call, per token, over the bare step p50 (1.0 means the loop adds "
           "nothing to the backend's own call); *x predict* / *x tf.function*: "
-          "how many times faster per token than those Keras paths.", "",
+          "how many times faster per token than those Keras paths. Paths named *-fused* run "
+          "greedy decoding as one call of the fused graph; the others loop over the step "
+          "graph in Python (their encoder and step columns are the graphs the loop calls).",
+          "",
           "| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
     md += ["| " + " | ".join(r) + " |" for r in table[1:]]
     batch = st["batch_sizes"]

@@ -27,10 +27,12 @@ class Settings:
     budget: float  # seconds of timing per figure and path
     threads: int
     cold_runs: int
+    min_repeats: int = 5
     progress: object = print
 
 
-def _repeats(fn, budget: float, lo: int = 3, hi: int = 100_000) -> int:
+def _count(fn, budget: float, lo: int, hi: int = 100_000) -> int:
+    """Repetitions that fill ``budget`` seconds, at least ``lo``."""
     one = max(sample(fn, 1, warmup=1)[0], 1e-7)
     return int(min(hi, max(lo, budget / one)))
 
@@ -75,7 +77,11 @@ def build_paths(s: Settings):
         models[f"keras-{mode}"] = Seq2SeqModel(config, KerasBackend(reference, mode), "fp32")
     for fmt, precision in config.variants():
         name = fmt if precision == "fp32" else f"{fmt}-{precision}"
-        models[name] = load(s.artifact, backend=fmt, precision=precision, threads=s.threads)
+        models[name] = load(s.artifact, backend=fmt, precision=precision, threads=s.threads,
+                            greedy="step")
+        if config.has_graph(fmt, precision, "greedy"):
+            models[f"{name}-fused"] = load(s.artifact, backend=fmt, precision=precision,
+                                           threads=s.threads, greedy="fused")
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -100,6 +106,11 @@ def measure_path(name: str, model: Seq2SeqModel, s: Settings, keras_out: list[st
     texts = s.texts
     slow = name == "keras-predict"
     budget = s.budget * (0.5 if slow else 1.0)
+    least = min(s.min_repeats, 2) if slow else s.min_repeats
+
+    def _repeats(fn, budget, lo=least):
+        return _count(fn, budget, max(lo, 1))
+
     cycle = itertools.cycle(texts)
     # Bare step call, batch 1, from a real encoder state.
     h, c = model.encode(texts[:1])
@@ -112,7 +123,7 @@ def measure_path(name: str, model: Seq2SeqModel, s: Settings, keras_out: list[st
     # Whole greedy sentences, batch 1.
     outputs = {t: model.translate([t])[0] for t in texts}
     sentence_times, tokens = [], []
-    reps = _repeats(lambda: model.translate([texts[0]]), budget, lo=min(3, len(texts)))
+    reps = _repeats(lambda: model.translate([texts[0]]), budget)
     for _ in range(reps):
         t = next(cycle)
         sentence_times += sample(lambda: model.translate([t]), 1, warmup=0)
@@ -129,7 +140,8 @@ def measure_path(name: str, model: Seq2SeqModel, s: Settings, keras_out: list[st
         batch_texts = list(itertools.islice(itertools.cycle(texts), batch))
         n_tokens = sum(len(o) + 1 for o in model.translate(batch_texts, batch_size=batch))
         fn = lambda: model.translate(batch_texts, batch_size=batch)  # noqa: E731
-        times = sample(fn, _repeats(fn, budget, lo=1 if slow else 3), warmup=0 if slow else 1)
+        times = sample(fn, _repeats(fn, budget, lo=1 if slow else least),
+                       warmup=0 if slow else 1)
         throughput[str(batch)] = n_tokens / float(np.median(times))
     agreement = float(np.mean([outputs[t] == k for t, k in zip(texts, keras_out)]))
     step_stats = stats(step_s)

@@ -24,8 +24,8 @@ def test_artifact_describes_itself(tiny_artifact):
     assert meta["format"] == "seq2seq-artifact" and meta["version"] == 1
     assert meta["parity"]["passed"] is True
     assert {(g["format"], g["name"]) for g in meta["graphs"]} == {
-        ("onnx", "encoder"), ("onnx", "decoder_step"), ("tflite", "encoder"),
-        ("tflite", "decoder_step")}
+        ("onnx", "encoder"), ("onnx", "decoder_step"), ("onnx", "greedy"),
+        ("tflite", "encoder"), ("tflite", "decoder_step"), ("tflite", "greedy")}
     for g in meta["graphs"]:
         assert sha256_file(tiny_artifact / g["file"]) == g["sha256"]
     for key in ("tensorflow", "keras", "tf2onnx", "toolkit"):

@@ -1,0 +1,80 @@
+"""``python -m benchmarks.synthetic``: an untrained model of a given size, exported,
+for speed measurements at sizes the built-in data does not produce (the seed's
+28 tokens / latent 128, keras.io's ~70-90 tokens / latent 256).
+
+Decode speed does not depend on what the weights learned, only on the shapes
+and on how many tokens are decoded; outputs of random weights are random, so
+compare their latency, not their text.
+"""
+from __future__ import annotations
+
+import argparse
+import string
+import sys
+from pathlib import Path
+
+from runtime.errors import Seq2SeqError
+
+CHARS = " " + string.ascii_letters + string.digits + ".,;:!?'\"-()[]/&%$#@+*=<>_~|^`{}\\"
+ACCENTED = "àâäçéèêëîïôöùûüÿñœæÀÂÄÇÉÈÊËÎÏÔÖÙÛÜŸÑŒÆ"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.synthetic", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--latent-dim", type=int, default=128)
+    p.add_argument("--input-tokens", type=int, default=28)
+    p.add_argument("--target-tokens", type=int, default=28, help="start and end included")
+    p.add_argument("--max-input-length", type=int, default=16)
+    p.add_argument("--max-output-length", type=int, default=21,
+                   help="most tokens decoded, end token included")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/seed-size", metavar="DIR")
+    p.add_argument("--force", action="store_true")
+    args = p.parse_args(argv)
+    pool = CHARS + ACCENTED
+    if not (2 <= args.input_tokens <= len(pool) and 3 <= args.target_tokens <= len(pool) + 2):
+        p.error(f"token counts must be within 2..{len(pool)} (input), 3..{len(pool) + 2} "
+                "(target)")
+    try:
+        return _build(args, pool)
+    except Seq2SeqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _build(args, pool: str) -> int:
+    import keras
+
+    from export.pipeline import export_artifact
+    from runtime.vocab import InputPadding, Vocabulary
+    from train.model import build_model
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+    vocab = Vocabulary(tuple(pool[:args.input_tokens]),
+                       ("\t", "\n") + tuple(pool[:args.target_tokens - 2]), "\t", "\n",
+                       args.max_input_length, args.max_output_length,
+                       InputPadding("right", " "))
+    model = build_model(vocab.input_size, vocab.target_size, args.latent_dim)
+    # Random weights stop at a random end token; a bias against it makes every
+    # decode run to the maximum length, the worst (and comparable) case.
+    dense = model.get_layer("decoder_dense")
+    kernel, bias = dense.get_weights()
+    bias[vocab.end_id] = -50.0
+    dense.set_weights([kernel, bias])
+    model.save(out / "model.keras")
+    vocab.save(out / "vocab.json")
+    rows = ["".join(pool[(i * 7 + j) % (args.input_tokens - 1) + 1]
+                    for j in range(1 + i % args.max_input_length)) for i in range(64)]
+    (out / "heldout.tsv").write_text("".join(f"{r}\t-\n" for r in rows), encoding="utf-8")
+    print(f"model: {model.count_params():,} parameters; exporting", flush=True)
+    export_artifact(out / "model.keras", vocab, out / "artifact", texts=rows,
+                    force=args.force)
+    print(f"wrote {out}/ (model.keras, vocab.json, heldout.tsv, artifact/)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
