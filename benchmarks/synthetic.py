@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input-tokens", type=int, default=28)
     p.add_argument("--target-tokens", type=int, default=28, help="start and end included")
     p.add_argument("--max-input-length", type=int, default=16)
-    p.add_argument("--max-output-length", type=int, default=21,
+    p.add_argument("--max-output-length", type=int, default=20,
                    help="most tokens decoded, end token included")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/seed-size", metavar="DIR")

@@ -28,9 +28,10 @@ from train.structure import Seq2SeqParts
 
 @dataclass(frozen=True)
 class LstmWeights:
-    kernel: np.ndarray  # [inputs + 1, 4 * latent]; last row zero (padding id)
+    # Input rows plus bias, [inputs + 1, 4 * latent]: row i is one-hot i times the
+    # kernel, plus the bias; the last row (the zero-padding id) is the bias alone.
+    table: np.ndarray
     recurrent: np.ndarray  # [latent, 4 * latent]
-    bias: np.ndarray  # [4 * latent]
 
 
 def lstm_weights(layer: keras.layers.LSTM) -> LstmWeights:
@@ -45,13 +46,20 @@ def lstm_weights(layer: keras.layers.LSTM) -> LstmWeights:
     kernel, recurrent = weights["kernel"], weights["recurrent_kernel"]
     bias = weights.get("bias", np.zeros(kernel.shape[1], np.float32))
     pad = np.zeros((1, kernel.shape[1]), np.float32)
-    return LstmWeights(np.concatenate([kernel, pad]), recurrent, bias)
+    return LstmWeights(np.concatenate([kernel, pad]) + bias, recurrent)
 
 
-def _cell(xw, h, c, recurrent, bias):
-    z = xw + tf.matmul(h, recurrent) + bias
-    i, f, g, o = tf.split(z, 4, axis=-1)
+def _cell(xwb, h, c, recurrent):
+    """One LSTM step (Keras gate order i, f, g, o); ``xwb`` is a table row."""
+    i, f, g, o = tf.split(xwb + tf.matmul(h, recurrent), 4, axis=-1)
     c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+    return tf.sigmoid(o) * tf.tanh(c), c
+
+
+def _first_cell(xwb):
+    """The first step from a zero state, where h @ R and f * c vanish."""
+    i, _, g, o = tf.split(xwb, 4, axis=-1)
+    c = tf.sigmoid(i) * tf.tanh(g)
     return tf.sigmoid(o) * tf.tanh(c), c
 
 
@@ -70,13 +78,13 @@ class GraphBuilder:
     # -- graph pieces (tf ops; constants are made inside the traced function, since
     #    captured ones would become extra graph inputs in tf2onnx) --------------------
     def _encode_unrolled(self, input_ids):
-        w = self.enc
-        kernel, recurrent, bias = (tf.constant(a) for a in (w.kernel, w.recurrent, w.bias))
-        xw = tf.gather(kernel, input_ids)
-        h = tf.zeros([tf.shape(input_ids)[0], self.latent])
-        c = h
-        for t in range(self.vocab.max_input_length):
-            h, c = _cell(xw[:, t], h, c, recurrent, bias)
+        # One gather for all steps, then unstacked: about half the time of slicing
+        # per step on LiteRT (measured: 101 against 201 µs, 16 steps, latent 128).
+        table, recurrent = tf.constant(self.enc.table), tf.constant(self.enc.recurrent)
+        rows = tf.unstack(tf.gather(table, input_ids), axis=1)
+        h, c = _first_cell(rows[0])
+        for row in rows[1:]:
+            h, c = _cell(row, h, c, recurrent)
         return h, c
 
     def _keras_encoder_layer(self):
@@ -87,13 +95,13 @@ class GraphBuilder:
 
     def _step_constants(self):
         w = self.dec
-        return tuple(tf.constant(a) for a in (w.kernel, w.recurrent, w.bias,
-                                              self.dense_kernel, self.dense_bias))
+        return tuple(tf.constant(a) for a in (w.table, w.recurrent, self.dense_kernel,
+                                              self.dense_bias))
 
     @staticmethod
     def _step(consts, token, h, c):
-        kernel, recurrent, bias, dense_kernel, dense_bias = consts
-        h, c = _cell(tf.gather(kernel, token), h, c, recurrent, bias)
+        table, recurrent, dense_kernel, dense_bias = consts
+        h, c = _cell(tf.gather(table, token), h, c, recurrent)
         return h, c, tf.matmul(h, dense_kernel) + dense_bias
 
     # -- the graphs export converts -------------------------------------------------
@@ -142,8 +150,8 @@ class GraphBuilder:
 
         A ``tf.while_loop`` that stops once every row has emitted the end token;
         tf2onnx makes it an ONNX ``Loop``, the TFLite converter a builtin
-        ``WHILE``. Output columns are written by adding a column mask into a
-        preallocated tensor (no TensorList, which TFLite cannot run without Flex).
+        ``WHILE``. Each step writes its column of a preallocated tensor through a
+        select (no TensorList, which TFLite cannot run without Flex).
         """
         vocab = self.vocab
         steps, start, end = vocab.max_output_length, vocab.start_id, vocab.end_id
@@ -165,23 +173,24 @@ class GraphBuilder:
             h, c = encode(input_ids)
             token = tf.fill([batch], start)
             out = tf.zeros([batch, steps], tf.int32)
-            lengths = tf.fill([batch], steps)
             done = tf.zeros([batch], tf.bool)
+            columns = tf.range(steps)
 
-            def more(t, token, h, c, out, lengths, done):
+            def more(t, token, h, c, out, done):
                 return tf.logical_and(t < steps, tf.logical_not(tf.reduce_all(done)))
 
-            def body(t, token, h, c, out, lengths, done):
+            def body(t, token, h, c, out, done):
                 h, c, logits = self._step(consts, token, h, c)
                 token = tf.argmax(logits, axis=-1, output_type=tf.int32)
-                column = tf.cast(tf.equal(tf.range(steps), t), tf.int32)
-                out = out + token[:, None] * column[None, :]
-                ended = tf.logical_and(tf.logical_not(done), tf.equal(token, end))
-                lengths = tf.where(ended, t, lengths)
-                return t + 1, token, h, c, out, lengths, tf.logical_or(done, ended)
+                out = tf.where(tf.equal(columns, t)[None, :], token[:, None], out)
+                return t + 1, token, h, c, out, tf.logical_or(done, tf.equal(token, end))
 
-            _, _, _, _, out, lengths, _ = tf.while_loop(
-                more, body, (tf.constant(0), token, h, c, out, lengths, done))
+            _, _, _, _, out, _ = tf.while_loop(
+                more, body, (tf.constant(0), token, h, c, out, done))
+            # Each row's length is its first end token. The loop stops early only once
+            # every row has one, so columns it never wrote come after all of them.
+            where_end = tf.where(tf.equal(out, end), columns[None, :], steps)
+            lengths = tf.reduce_min(where_end, axis=1)
             return {"output_ids": out, "lengths": lengths}
 
         if fmt == "onnx":
