@@ -1,5 +1,5 @@
 # Quick start: `make demo` (set up, train on the built-in data, export, decode,
-# benchmark) and `make test` (set up, run the test suite).
+# benchmark; about 15 minutes on 2 cores) and `make test` (set up, run the tests).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -20,6 +20,7 @@ demo: setup
 	$(PY) -m export $(RUN)/model.keras --out $(RUN)/artifact --quantize int8,fp16 --force
 	$(PY) -m runtime $(RUN)/artifact "15 janv. 2023" "March 3, 1999" "7. August 1956" --json
 	$(PY) -m runtime $(RUN)/artifact --backend tflite "12 de octubre de 1992"
+	$(PY) -m benchmarks $(RUN)/artifact --budget 0.5 --out $(RUN)/bench
 
 test: setup
 	$(PY) -m pytest -q

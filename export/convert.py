@@ -61,13 +61,20 @@ def to_tflite(fn, path: Path, precision: str = "fp32") -> None:
 
 def quantize_onnx(src: Path, dst: Path) -> None:
     """ONNX Runtime's dynamic int8 quantization (weights int8, activations at run time)."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to pre-process applies to CNNs, not here
     try:
         with _quiet():
             quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
     except Exception as e:
         raise ConversionError(f"onnxruntime could not quantize {src.name}: {e}") from e
+    finally:
+        root.setLevel(level)
 
 
 def onnx_props(vocab_dict: dict, graph: str, toolkit_version: str) -> dict[str, str]:

@@ -163,6 +163,23 @@ def test_hostile_text_ends_in_a_result_or_our_error(tiny_artifact, backend):
     check()
 
 
+@pytest.mark.parametrize("argv, stdin", [
+    (["\x00\x07\x1b[2J"], None),
+    (["x" * 100_000], None),
+    ([""], None),
+    ([], "ok\n\u202e\ud7ff\n\n" + "é" * 5000 + "\n"),
+    (["1", "--beam", "0"], None),
+    (["1", "--max-length", "-3"], None),
+    (["1", "--threads", "0"], None),
+])
+def test_hostile_cli_input_ends_cleanly(tiny_artifact, argv, stdin):
+    done = run_module("runtime", str(tiny_artifact), *argv, input=stdin or "", timeout=60)
+    assert done.returncode in (0, 2), done.stderr[-500:]
+    assert "Traceback" not in done.stderr
+    if done.returncode == 2:
+        assert done.stderr.startswith("error:")
+
+
 @pytest.mark.parametrize("bad", [None, 3, b"bytes", ["ok", None], [["nested"]], {"a": 1}])
 def test_non_strings_are_refused(tiny_artifact, bad):
     model = runtime.load(tiny_artifact)
