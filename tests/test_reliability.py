@@ -164,7 +164,8 @@ def test_hostile_text_ends_in_a_result_or_our_error(tiny_artifact, backend):
 
 
 @pytest.mark.parametrize("argv, stdin", [
-    (["\x00\x07\x1b[2J"], None),
+    (["\x07\x1b[2J\x7f"], None),
+    ([], "\x00\x01\n"),  # NUL cannot be an argument, but can come on stdin
     (["x" * 100_000], None),
     ([""], None),
     ([], "ok\n\u202e\ud7ff\n\n" + "é" * 5000 + "\n"),

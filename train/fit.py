@@ -70,10 +70,6 @@ class HistoryFile(keras.callbacks.Callback):
         self.path.write_text(json.dumps({"epochs": self.epochs}, indent=1) + "\n")
 
 
-class StopOnNaN(keras.callbacks.TerminateOnNaN):
-    """Keras's own NaN stop, named for the summary."""
-
-
 @dataclass
 class FitConfig:
     epochs: int
@@ -92,7 +88,7 @@ def fit(model: keras.Model, train_arrays, val_arrays, workdir: Path, cfg: FitCon
         history,
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                       restore_best_weights=True),
-        StopOnNaN(),
+        keras.callbacks.TerminateOnNaN(),  # stop on a NaN loss; the checkpoint skips it
     ]
     v_enc, v_dec, v_y, v_w = val_arrays
     interrupted = False
