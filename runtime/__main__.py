@@ -43,7 +43,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    # Intermixed, so texts may come after options: DIR --backend tflite "text".
+    args = parser().parse_intermixed_args(argv)
     texts = args.texts or [line.rstrip("\r\n") for line in sys.stdin]
     try:
         from .model import load

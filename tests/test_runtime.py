@@ -180,6 +180,9 @@ def test_cli(tiny_artifact, heldout):
     done = run_module("runtime", str(tiny_artifact), "--backend", "tflite", "--beam", "1",
                       input="\n".join(heldout[:3]) + "\n")
     assert done.stdout.splitlines() == expected
+    # Texts may also follow options.
+    done = run_module("runtime", str(tiny_artifact), "--backend", "tflite", heldout[0])
+    assert done.returncode == 0 and done.stdout.splitlines() == expected[:1]
     done = run_module("runtime", str(tiny_artifact), "abc€")
     assert done.returncode == 2 and "outside the vocabulary" in done.stderr
     assert "Traceback" not in done.stderr
