@@ -20,7 +20,7 @@ demo: setup
 	$(PY) -m export $(RUN)/model.keras --out $(RUN)/artifact --quantize int8,fp16 --force
 	$(PY) -m runtime $(RUN)/artifact "15 janv. 2023" "March 3, 1999" "7. August 1956" --json
 	$(PY) -m runtime $(RUN)/artifact --backend tflite "12 de octubre de 1992"
-	$(PY) -m benchmarks $(RUN)/artifact --budget 0.5 --out $(RUN)/bench
+	$(PY) -m benchmarks $(RUN)/artifact --budget 0.3 --batch-sizes 1,8,64 --out $(RUN)/bench
 
 test: setup
 	$(PY) -m pytest -q
