@@ -23,6 +23,9 @@ def parser() -> argparse.ArgumentParser:
                    help="a quantized variant, if the artifact has it")
     p.add_argument("--threads", type=int, default=1, help="backend threads")
     p.add_argument("--beam", type=int, default=1, metavar="K", help="beam size (1: greedy)")
+    p.add_argument("--greedy", choices=("auto", "step", "fused"), default="auto",
+                   help="greedy decoding as a step loop or one call of the fused graph; "
+                        "auto: the faster one, as export measured")
     p.add_argument("--max-length", type=int, default=None,
                    help="most output tokens (default: the model's maximum)")
     p.add_argument("--temperature", type=float, default=0.0,
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         from .model import load
 
         model = load(args.artifact, backend=args.backend, device=args.device,
-                     threads=args.threads, precision=args.precision, verify=not args.no_verify)
+                     threads=args.threads, precision=args.precision, verify=not args.no_verify,
+                     greedy=args.greedy)
         policy = dict(unknown="skip" if args.skip_unknown else "error",
                       too_long="truncate" if args.truncate else "error")
         if args.stream:

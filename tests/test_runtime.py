@@ -178,7 +178,7 @@ def test_cli(tiny_artifact, heldout):
     assert [r["input"] for r in rows] == heldout[:2]
     expected = runtime.load(tiny_artifact).translate(heldout[:3])
     done = run_module("runtime", str(tiny_artifact), "--backend", "tflite", "--beam", "1",
-                      input="\n".join(heldout[:3]) + "\n")
+                      "--greedy", "fused", input="\n".join(heldout[:3]) + "\n")
     assert done.stdout.splitlines() == expected
     # Texts may also follow options.
     done = run_module("runtime", str(tiny_artifact), "--backend", "tflite", heldout[0])
