@@ -206,3 +206,22 @@ def test_killed_export_leaves_previous_artifact_intact(tiny_run, tiny_artifact, 
     done = run_module("export", str(tiny_run / "model.keras"), "--out", str(out), "--force",
                       "--formats", "onnx")
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_keras_io_vocabulary_helper(tmp_path):
+    data = tmp_path / "fra.txt"
+    data.write_text("Go on.\tVa !\tCC-BY\nHi.\tSalut !\tCC-BY\nRun!\tCours\u202f!\tCC-BY\n"
+                    "Who?\tQui ?\tCC-BY\n", encoding="utf-8")
+    done = run_module("export.keras_io_vocab", str(data), "--samples", "3", "--out",
+                      str(tmp_path / "vocab.json"))
+    assert done.returncode == 0, done.stderr
+    vocab = Vocabulary.load(tmp_path / "vocab.json")
+    assert vocab.input_tokens == tuple(sorted(set("Go on.Hi.Run!")))  # 4th line not used
+    assert vocab.target_tokens == tuple(sorted(set("Va !Salut !Cours\u202f!") | {"\t", "\n"}))
+    assert (vocab.start_token, vocab.end_token) == ("\t", "\n")
+    assert vocab.padding == InputPadding("right", " ")
+    assert vocab.max_input_length == 6 and vocab.max_output_length == len("Cours\u202f!") + 1
+    no_space = tmp_path / "nospace.txt"
+    no_space.write_text("a\tb\nc\td\n", encoding="utf-8")
+    done = run_module("export.keras_io_vocab", str(no_space), "--out", str(tmp_path / "v2"))
+    assert done.returncode == 2 and "space" in done.stderr

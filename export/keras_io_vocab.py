@@ -1,0 +1,65 @@
+"""``python -m export.keras_io_vocab``: write the vocab.json of a model trained by
+keras.io's character-level translation example, from the same data file and
+sample count, so that model can be exported without hand-writing the file.
+
+It repeats that example's preprocessing: the first ``num_samples`` lines
+(and never the file's last line), ``"\\t"`` + target + ``"\\n"``, sorted character
+sets, and encoder inputs padded after the text with the one-hot of a space.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from runtime.errors import Seq2SeqError
+from runtime.vocab import InputPadding, Vocabulary
+from train.data import read_pairs
+
+
+def keras_io_vocabulary(path: Path, num_samples: int) -> Vocabulary:
+    pairs = read_pairs(path, max_chars=10**9).pairs
+    # keras.io takes text.split("\n")[: min(num_samples, len(lines) - 1)]: the last
+    # piece is dropped, which is the empty one when the file ends with a newline.
+    if not path.read_bytes().endswith(b"\n"):
+        pairs = pairs[:-1]
+    pairs = pairs[:num_samples]
+    if not pairs:
+        raise Seq2SeqError(f"{path}: no pairs left after keras.io's selection")
+    inputs = [p[0] for p in pairs]
+    targets = [p[1] for p in pairs]
+    in_chars = sorted(set("".join(inputs)))
+    if " " not in in_chars:
+        raise Seq2SeqError(f"{path}: no space in the inputs; keras.io pads with the "
+                           "one-hot of a space, so its model cannot have been trained here")
+    out_chars = sorted(set("".join(targets)) | {"\t", "\n"})
+    return Vocabulary(tuple(in_chars), tuple(out_chars), "\t", "\n",
+                      max_input_length=max(map(len, inputs)),
+                      max_output_length=max(map(len, targets)) + 1,
+                      padding=InputPadding("right", " "))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.keras_io_vocab", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", metavar="FILE", help="the pair file the model was trained on "
+                   "(e.g. fra.txt)")
+    p.add_argument("--samples", type=int, default=10000,
+                   help="keras.io's num_samples (default 10000, as in the example)")
+    p.add_argument("--out", default="vocab.json", metavar="FILE")
+    args = p.parse_args(argv)
+    if args.samples < 1:
+        p.error("--samples must be positive")
+    try:
+        vocab = keras_io_vocabulary(Path(args.data), args.samples)
+    except Seq2SeqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    vocab.save(args.out)
+    print(f"wrote {args.out}: {vocab.input_size} input tokens, {vocab.target_size} target "
+          f"tokens, {vocab.max_input_length} encoder steps")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
