@@ -12,6 +12,10 @@ def _us(v: float) -> str:
     return f"{v:.1f} µs"
 
 
+def _times(value, fmt: str) -> str:
+    return "n/a" if value is None else fmt.format(value)  # that Keras path was not run
+
+
 def rows(result: dict) -> list[list[str]]:
     head = ["path", "encoder", "step p50", "step p99", "per token", "loop/step", "sentence p50",
             "sentence p99", "beam-4 p50", "x predict", "x tf.function", "agree"]
@@ -22,8 +26,8 @@ def rows(result: dict) -> list[list[str]]:
             name, _us(r["encoder"]["p50_us"]), _us(r["step"]["p50_us"]), _us(r["step"]["p99_us"]), _us(r["per_token_us"]),
             f"{r['loop_overhead']:.2f}", _us(r["sentence"]["p50_us"]),
             _us(r["sentence"]["p99_us"]), _us(r["beam4"]["p50_us"]),
-            f"{ratio.get('per_token_vs_keras-predict', float('nan')):.0f}x",
-            f"{ratio.get('per_token_vs_keras-tf.function', float('nan')):.1f}x",
+            _times(ratio.get("per_token_vs_keras-predict"), "{:.0f}x"),
+            _times(ratio.get("per_token_vs_keras-tf.function"), "{:.1f}x"),
             f"{r['agreement_with_keras']:.0%}"])
     return out
 
