@@ -106,30 +106,40 @@ def decode_checks(directory: Path, variants: list[tuple[str, str]],
             checks.append(Check(f"{fmt}/{precision}", f"greedy == fp32 ({len(texts)} inputs)",
                                 same, f">= {MIN_AGREEMENT}", same >= MIN_AGREEMENT,
                                 fatal=False))
-    return checks, keras_out
+    return checks, keras_out, fp32_out
 
 
-def fused_checks(directory: Path, formats, texts: list[str], keras_out: list[str]):
-    """The fused greedy graph against Keras and against the step loop, and the
-    time of each path per sentence (batch 1), so the runtime can pick the faster."""
+def fused_checks(directory: Path, variants: list[tuple[str, str]], texts: list[str],
+                 keras_out: list[str], fp32_out: dict[str, list[str]]):
+    """Each fused greedy graph against Keras (fp32) or its format's fp32 decodes
+    (quantized), and against the step loop of the same variant at batch 1; then the
+    time of both paths per sentence (batch 1), so the runtime can take the faster."""
     import time
 
     checks, timing = [], {}
-    for fmt in formats:
-        step = runtime.load(directory, backend=fmt, greedy="step")
-        fused = runtime.load(directory, backend=fmt, greedy="fused")
+    for fmt, precision in variants:
+        name = f"{fmt}/{precision}"
+        step = runtime.load(directory, backend=fmt, precision=precision, greedy="step")
+        fused = runtime.load(directory, backend=fmt, precision=precision, greedy="fused")
         fused_out = fused.translate(texts, batch_size=256)
+        if precision == "fp32":
+            same = sum(a == b for a, b in zip(fused_out, keras_out)) / len(texts)
+            checks.append(Check(f"{name} fused", f"greedy == Keras ({len(texts)} inputs)",
+                                same, "== 1.0", same == 1.0))
+        else:
+            base = fp32_out.get(fmt, keras_out)
+            same = sum(a == b for a, b in zip(fused_out, base)) / len(texts)
+            checks.append(Check(f"{name} fused", f"greedy == fp32 ({len(texts)} inputs)",
+                                same, f">= {MIN_AGREEMENT}", same >= MIN_AGREEMENT,
+                                fatal=False))
         one_by_one = [fused.translate([t])[0] for t in texts[:50]]
-        same = sum(a == b for a, b in zip(fused_out, keras_out)) / len(texts)
-        checks.append(Check(f"{fmt}/fused", f"greedy == Keras ({len(texts)} inputs)", same,
-                            "== 1.0", same == 1.0))
         step_out = step.translate(texts[:50])
         agree = float(np.mean([a == b for a, b in zip(one_by_one, step_out)]))
-        checks.append(Check(f"{fmt}/fused", f"batch 1 == step loop ({len(step_out)} inputs)",
-                            agree, "== 1.0", agree == 1.0))
-        timing[fmt] = {}
+        checks.append(Check(f"{name} fused", f"batch 1 == step loop ({len(step_out)} inputs)",
+                            agree, "== 1.0", agree == 1.0, fatal=precision == "fp32"))
+        timing[name] = {}
         sample = texts[:20]
-        for name, model in (("step", step), ("fused", fused)):
+        for path, model in (("step", step), ("fused", fused)):
             model.translate(sample[:2])
             best = float("inf")
             for _ in range(3):
@@ -137,7 +147,7 @@ def fused_checks(directory: Path, formats, texts: list[str], keras_out: list[str
                 for t in sample:
                     model.translate([t])
                 best = min(best, (time.perf_counter() - started) / len(sample))
-            timing[fmt][name] = best * 1e6
+            timing[name][path] = best * 1e6
     return checks, timing
 
 

@@ -49,7 +49,7 @@ class ArtifactConfig:
     graphs: tuple[GraphFile, ...]
     versions: dict
     parity: dict
-    # Per format, the greedy path export measured as faster: "step" or "fused".
+    # Per "format/precision", the greedy path export measured as faster: "step" or "fused".
     greedy_path: dict
 
     def has_graph(self, fmt: str, precision: str, name: str) -> bool:

@@ -125,8 +125,8 @@ def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",
     if greedy == "fused" and not has_fused:
         raise ArtifactError(f"{config.directory}: no fused {backend} {precision} greedy "
                             "graph; re-export, or use greedy='step'")
-    fused = greedy == "fused" or (greedy == "auto" and has_fused
-                                  and config.greedy_path.get(backend) == "fused")
+    fused = greedy == "fused" or (greedy == "auto" and has_fused and
+                                  config.greedy_path.get(f"{backend}/{precision}") == "fused")
     blobs = {}
     for name in ("encoder", "decoder_step") + (("greedy",) if fused else ()):
         graph = config.graph(backend, precision, name)

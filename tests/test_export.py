@@ -107,6 +107,18 @@ def test_cli_exports_end_to_end_with_quantized_variants(tiny_run, tmp_path):
     assert sizes[("tflite", "int8")] < sizes[("tflite", "fp16")] < sizes[("tflite", "fp32")]
     agreement = [c for c in meta["parity"]["checks"] if c["variant"] == "tflite/int8"]
     assert agreement and 0 <= agreement[0]["value"] <= 1
+    fused = {g["precision"] for g in meta["graphs"]
+             if g["name"] == "greedy" and g["format"] == "tflite"}
+    assert fused == {"fp32", "int8", "fp16"}
+    assert set(meta["greedy_path"]) == {"onnx/fp32", "tflite/fp32", "tflite/int8",
+                                        "tflite/fp16"}
+    import runtime
+
+    int8 = runtime.load(out, backend="tflite", precision="int8", greedy="fused")
+    step = runtime.load(out, backend="tflite", precision="int8", greedy="step")
+    texts = [ln.split("\t")[0] for ln in
+             (tiny_run / "heldout.tsv").read_text(encoding="utf-8").splitlines()[:10]]
+    assert int8.fused and len(int8.translate(texts)) == len(step.translate(texts)) == 10
     again = run_module("export", str(tiny_run / "model.keras"), "--out", str(out))
     assert again.returncode == 2 and "--force" in again.stderr
 

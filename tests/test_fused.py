@@ -13,12 +13,12 @@ def test_artifact_has_fused_graphs_with_parity_and_a_measured_choice(tiny_artifa
     meta = read_json(tiny_artifact / "artifact.json")
     fused = {g["format"] for g in meta["graphs"] if g["name"] == "greedy"}
     assert fused == {"onnx", "tflite"}
-    checks = [c for c in meta["parity"]["checks"] if c["variant"].endswith("/fused")]
+    checks = [c for c in meta["parity"]["checks"] if c["variant"].endswith(" fused")]
     assert len(checks) == 4 and all(c["ok"] for c in checks)
-    for fmt in ("onnx", "tflite"):
-        timing = meta["greedy_timing_us"][fmt]
+    for variant in ("onnx/fp32", "tflite/fp32"):
+        timing = meta["greedy_timing_us"][variant]
         assert timing["step"] > 0 and timing["fused"] > 0
-        assert meta["greedy_path"][fmt] == min(timing, key=timing.get)
+        assert meta["greedy_path"][variant] == min(timing, key=timing.get)
 
 
 def test_fused_tflite_is_builtin_only_with_while(tiny_artifact):
