@@ -220,3 +220,25 @@ def test_beam_search_matches_exhaustive_search(tmp_path):
         best = max(candidates, key=lambda s: score(text, s))
         want = vocab.decode_target(list(best) + [end])
         assert model.translate([text], beam_size=V ** L) == [want]
+
+
+@pytest.mark.parametrize("backend, blocked, extra", [("onnx", "onnxruntime", "[runtime]"),
+                                                      ("tflite", "ai_edge_litert", "[litert]")])
+def test_missing_backend_package_is_a_clear_error(tiny_artifact, backend, blocked, extra):
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == {blocked!r}:
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+import runtime
+try:
+    runtime.load({str(tiny_artifact)!r}, backend={backend!r})
+except runtime.BackendError as e:
+    print('BackendError:', e)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("BackendError:") and extra in done.stdout

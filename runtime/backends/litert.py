@@ -22,8 +22,8 @@ def _import_interpreter():
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        raise BackendError("the tflite backend needs LiteRT: pip install "
-                           "'seq2seq-edge[litert]'") from None
+        raise BackendError("the tflite backend needs LiteRT (ai-edge-litert): install "
+                           "the project with its [litert] extra") from None
     return Interpreter
 
 

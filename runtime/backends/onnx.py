@@ -15,8 +15,8 @@ def _import_ort():
     try:
         import onnxruntime
     except ImportError:
-        raise BackendError("the onnx backend needs onnxruntime: pip install "
-                           "'seq2seq-edge[runtime]' (or [gpu] for CUDA)") from None
+        raise BackendError("the onnx backend needs onnxruntime: install the project "
+                           "with its [runtime] extra ([gpu] for CUDA)") from None
     return onnxruntime
 
 
