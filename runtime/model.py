@@ -69,7 +69,7 @@ class Seq2SeqModel:
             else:
                 results += decoding.greedy(self.backend, chunk, vocab.start_id, vocab.end_id,
                                            steps)
-        return [vocab.decode_target(seq + [vocab.end_id]) for seq in results]
+        return [vocab.decode_target(seq) for seq in results]
 
     def stream(self, text: str, max_length: int | None = None, *,
                unknown: str = "error", too_long: str = "error") -> Iterator[str]:
