@@ -132,19 +132,23 @@ def load_config(directory: str | Path) -> ArtifactConfig:
                           parity=dict(d.get("parity", {})), greedy_path=greedy_path)
 
 
-def verify_file(config: ArtifactConfig, graph: GraphFile) -> Path:
-    """The graph's path, after checking it exists, is a regular file inside the
-    directory, and has the recorded size and sha256."""
+def read_graph(config: ArtifactConfig, graph: GraphFile, verify: bool = True) -> bytes:
+    """The graph file's bytes, read once. It must be a regular file (not a link) inside
+    the directory; with ``verify``, its size and sha256 must match the metadata's."""
     path = config.path(graph)
     if path.is_symlink():
         raise ArtifactError(f"{path}: is a symbolic link; artifacts hold plain files only")
     if not path.is_file():
         raise ArtifactError(f"{path}: model file missing")
-    size = path.stat().st_size
-    if size != graph.bytes:
-        raise ArtifactError(f"{path}: {size} bytes, but the metadata records {graph.bytes} "
-                            "(truncated or replaced?)")
-    if sha256_file(path) != graph.sha256:
-        raise ArtifactError(f"{path}: sha256 differs from the metadata's (corrupt or "
-                            "tampered with)")
-    return path
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot read ({e.strerror})") from None
+    if verify:
+        if len(data) != graph.bytes:
+            raise ArtifactError(f"{path}: {len(data)} bytes, but the metadata records "
+                                f"{graph.bytes} (truncated or replaced?)")
+        if hashlib.sha256(data).hexdigest() != graph.sha256:
+            raise ArtifactError(f"{path}: sha256 differs from the metadata's (corrupt or "
+                                "tampered with)")
+    return data

@@ -9,7 +9,7 @@ import numpy as np
 from . import decoding
 from .backends import BACKENDS, DEVICES, Backend, create
 from .errors import ArtifactError, BackendError, InputError
-from .metadata import GREEDY_PATHS, ArtifactConfig, load_config, verify_file
+from .metadata import GREEDY_PATHS, ArtifactConfig, load_config, read_graph
 from .vocab import Vocabulary
 
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -102,8 +102,9 @@ def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",
     ``backend``: "onnx" (ONNX Runtime) or "tflite" (LiteRT); ``device``: "cpu" or
     "cuda" (onnx only; an error, never a silent CPU fallback, where CUDA is not
     available); ``precision``: "fp32", or a quantized variant the artifact has.
-    ``verify=False`` skips checking each model file's sha256 against the metadata
-    (faster cold start for files you already trust). ``greedy``: "fused" runs
+    ``verify=False`` skips checking each model file's size and sha256 against the
+    metadata (faster cold start for files you already trust); links and files
+    outside the directory are refused either way. ``greedy``: "fused" runs
     greedy decoding as one call of the fused graph, "step" as a Python loop over
     the step graph, "auto" takes whichever export measured as faster for this
     backend (the step loop where the artifact has no fused graph). Beam search,
@@ -130,10 +131,6 @@ def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",
     blobs = {}
     for name in ("encoder", "decoder_step") + (("greedy",) if fused else ()):
         graph = config.graph(backend, precision, name)
-        path = verify_file(config, graph) if verify else config.path(graph)
-        try:
-            blobs[name] = (path.read_bytes(), str(path))
-        except OSError as e:
-            raise ArtifactError(f"{path}: cannot read ({e.strerror})") from None
+        blobs[name] = (read_graph(config, graph, verify), str(config.path(graph)))
     impl = create(backend, blobs, device, threads)
     return Seq2SeqModel(config, impl, precision, fused)

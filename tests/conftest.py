@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,20 @@ def run_module(module: str, *args: str, timeout: int = 300, **kw) -> subprocess.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=kw.pop("cwd", ROOT),
                           capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+def signal_part_way(module_args: list[str], watch: Path, pattern: str, sig: int,
+                    timeout: float = 240) -> subprocess.Popen:
+    """Start ``python -m ...``, wait until ``watch.glob(pattern)`` finds a file (the
+    run is part way), then send ``sig``. Returns the process, still to be waited on."""
+    proc = subprocess.Popen([sys.executable, "-m", *module_args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and not list(watch.glob(pattern)):
+        time.sleep(0.1)
+    assert proc.poll() is None, f"finished before it could be interrupted: {proc.communicate()}"
+    proc.send_signal(sig)
+    return proc
 
 
 @pytest.fixture(scope="session")

@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, read_json, run_module
+from conftest import read_json, run_module, signal_part_way
 from runtime.errors import VocabularyError
 from runtime.metadata import sha256_file
 from runtime.vocab import InputPadding, Vocabulary
@@ -202,14 +199,9 @@ def test_killed_export_leaves_previous_artifact_intact(tiny_run, tiny_artifact, 
     out = tmp_path / "art"
     shutil.copytree(tiny_artifact, out)
     before = (out / "artifact.json").read_bytes()
-    proc = subprocess.Popen([sys.executable, "-m", "export", str(tiny_run / "model.keras"),
-                             "--out", str(out), "--force"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(tmp_path.glob(".art.partial-*/*.onnx")):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    proc = signal_part_way(["export", str(tiny_run / "model.keras"), "--out", str(out),
+                            "--force"], tmp_path, ".art.partial-*/*.onnx", signal.SIGKILL)
+    proc.communicate(timeout=60)
     assert (out / "artifact.json").read_bytes() == before
     # What is left of the killed run is hidden and does not claim to have passed.
     for partial in tmp_path.glob(".art.partial-*"):

@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY_TRAIN, read_json, run_module
+from conftest import TINY_TRAIN, read_json, run_module, signal_part_way
 from runtime.errors import DataError
 from runtime.vocab import InputPadding, Vocabulary
 from train import data
@@ -199,18 +196,9 @@ def test_mirrored_strategy_trains_with_one_replica(tmp_path):
 
 def test_ctrl_c_keeps_best_checkpoint_loadable(tmp_path):
     out = tmp_path / "run"
-    env_args = [sys.executable, "-m", "train", "--samples", "2000", "--epochs", "200",
-                "--latent-dim", "32", "--patience", "200", "--test-size", "20", "--quiet",
-                "--out", str(out)]
-    proc = subprocess.Popen(env_args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if list(tmp_path.glob(".run.partial-*/model.keras")):
-            break
-        time.sleep(0.5)
-    assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGINT)
+    args = ["train", "--samples", "2000", "--epochs", "200", "--latent-dim", "32",
+            "--patience", "200", "--test-size", "20", "--quiet", "--out", str(out)]
+    proc = signal_part_way(args, tmp_path, ".run.partial-*/model.keras", signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr

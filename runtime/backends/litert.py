@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 
 from ..errors import ArtifactError, BackendError
 from ..metadata import (ENCODER_INPUTS, ENCODER_OUTPUTS, GREEDY_INPUTS, GREEDY_OUTPUTS,

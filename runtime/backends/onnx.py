@@ -1,7 +1,6 @@
 """ONNX Runtime adapter (CPU, or CUDA with onnxruntime-gpu)."""
 from __future__ import annotations
 
-import numpy as np
 
 from ..errors import ArtifactError, BackendError
 from ..metadata import (ENCODER_INPUTS, ENCODER_OUTPUTS, GREEDY_INPUTS, GREEDY_OUTPUTS,
