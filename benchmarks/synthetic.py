@@ -29,10 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-output-length", type=int, default=20,
                    help="most tokens decoded, end token included")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quantize", default="", metavar="LIST",
+                   help="comma-separated quantized variants to export as well: int8, fp16")
     p.add_argument("--out", default="runs/seed-size", metavar="DIR")
     p.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
     pool = CHARS + ACCENTED
+    quantize = tuple(q for q in args.quantize.split(",") if q)
+    if not set(quantize) <= {"int8", "fp16"}:
+        p.error(f"--quantize takes int8 and/or fp16, got {args.quantize!r}")
+    args.quantize = quantize
     if not (2 <= args.input_tokens <= len(pool) and 3 <= args.target_tokens <= len(pool) + 2):
         p.error(f"token counts must be within 2..{len(pool)} (input), 3..{len(pool) + 2} "
                 "(target)")
@@ -71,7 +77,7 @@ def _build(args, pool: str) -> int:
     (out / "heldout.tsv").write_text("".join(f"{r}\t-\n" for r in rows), encoding="utf-8")
     print(f"model: {model.count_params():,} parameters; exporting", flush=True)
     export_artifact(out / "model.keras", vocab, out / "artifact", texts=rows,
-                    force=args.force)
+                    quantize=args.quantize, force=args.force)
     print(f"wrote {out}/ (model.keras, vocab.json, heldout.tsv, artifact/)")
     return 0
 

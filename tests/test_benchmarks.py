@@ -50,3 +50,21 @@ def test_bad_options_are_clear(tiny_artifact, tmp_path):
     assert done.returncode == 2 and "not an artifact directory" in done.stderr
     done = run_module("benchmarks", "--batch-sizes", "0")
     assert done.returncode == 2 and "positive" in done.stderr
+
+
+def test_synthetic_model_of_a_chosen_size_exports_with_quantized_variants(tmp_path):
+    out = tmp_path / "synthetic"
+    done = run_module("benchmarks.synthetic", "--latent-dim", "8", "--input-tokens", "6",
+                      "--target-tokens", "7", "--max-input-length", "5",
+                      "--max-output-length", "6", "--quantize", "int8", "--out", str(out),
+                      timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((out / "artifact" / "artifact.json").read_text())
+    graphs = {(g["name"], g["format"], g["precision"]) for g in meta["graphs"]}
+    assert {("greedy", "tflite", "int8"), ("decoder_step", "onnx", "int8"),
+            ("encoder", "tflite", "fp32")} <= graphs
+    vocab = json.loads((out / "vocab.json").read_text())
+    assert (vocab["max_input_length"], vocab["max_output_length"]) == (5, 6)
+    assert len(vocab["input_tokens"]) == 6 and len(vocab["target_tokens"]) == 7
+    done = run_module("benchmarks.synthetic", "--quantize", "int4", "--out", str(tmp_path / "x"))
+    assert done.returncode == 2 and "--quantize takes int8 and/or fp16" in done.stderr
