@@ -170,13 +170,12 @@ class Vocabulary:
 
     def decode_target(self, ids: Iterable[int]) -> str:
         """Text of decoded ids, stopping before the first end token."""
-        chars = []
-        for i in ids:
-            i = int(i)
-            if i == self.end_id:
-                break
-            chars.append(self.target_tokens[i])
-        return "".join(chars)
+        ids = [int(i) for i in ids]
+        end = self.end_id
+        if end in ids:
+            ids = ids[:ids.index(end)]
+        tokens = self.target_tokens
+        return "".join([tokens[i] for i in ids])
 
     # -- serialisation --------------------------------------------------
     def to_dict(self) -> dict:

@@ -78,3 +78,32 @@ def test_greedy_option_errors(tiny_artifact, tmp_path):
     with pytest.raises(ArtifactError, match="no fused onnx fp32 greedy graph"):
         runtime.load(art, greedy="fused")
     assert not runtime.load(art).fused  # auto falls back to the step loop it has
+
+
+def test_readme_procedure_without_the_python_runtime(tiny_artifact, heldout, reference):
+    """What a Kotlin/C++ app does (README, "Without Python"): artifact.json, the bare
+    LiteRT interpreter and nothing of this project, giving Keras's strings."""
+    import hashlib
+    import json
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    meta = json.loads((tiny_artifact / "artifact.json").read_text(encoding="utf-8"))
+    v = meta["vocabulary"]
+    entry = next(g for g in meta["graphs"] if (g["name"], g["format"], g["precision"])
+                 == ("greedy", "tflite", "fp32"))
+    data = (tiny_artifact / entry["file"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    pad_token, side = v["padding"]["token"], v["padding"]["side"]
+    pad = len(v["input_tokens"]) if pad_token is None else v["input_tokens"].index(pad_token)
+    rows = []
+    for text in heldout:
+        ids = [v["input_tokens"].index(ch) for ch in text]
+        fill = [pad] * (v["max_input_length"] - len(ids))
+        rows.append(fill + ids if side == "left" else ids + fill)
+    runner = Interpreter(model_content=data).get_signature_runner("serving_default")
+    out = runner(input_ids=np.array(rows, dtype=np.int32))
+    assert out["output_ids"].shape == (len(heldout), v["max_output_length"])
+    texts = ["".join(v["target_tokens"][i] for i in row[:n])
+             for row, n in zip(out["output_ids"], out["lengths"])]
+    assert texts == reference.greedy(heldout)
