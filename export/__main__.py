@@ -29,7 +29,8 @@ def parser() -> argparse.ArgumentParser:
                     "prove they give Keras's answers, and write a self-describing artifact "
                     "directory for the runtime.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", metavar="MODEL.keras", help="trained model (Keras 3 format)")
+    p.add_argument("model", metavar="MODEL.keras", help="trained model: a Keras 3 .keras file, or "
+                   "a Keras 2 (tf.keras) .h5 file")
     p.add_argument("--vocab", metavar="FILE",
                    help="vocabulary JSON (see README); default: vocab.json beside the model")
     p.add_argument("--out", metavar="DIR", help="artifact directory; default: "

@@ -32,10 +32,16 @@ class ExportResult:
 def load_keras_model(path: Path):
     import keras
 
+    from .legacy import CUSTOM_OBJECTS, SAVEDMODEL_HINT
+
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        raise ArtifactError(f"{path}: {SAVEDMODEL_HINT}")
     if not path.is_file():
         raise ArtifactError(f"{path}: model file not found")
+    # Keras 2 HDF5 files need an adapter for their LSTM records (see legacy.py).
+    custom = CUSTOM_OBJECTS if path.suffix in (".h5", ".hdf5") else None
     try:
-        return keras.models.load_model(path, compile=False)
+        return keras.models.load_model(path, compile=False, custom_objects=custom)
     except Exception as e:  # Keras raises many types for a bad file
         raise ArtifactError(f"{path}: not a loadable Keras model: "
                             f"{str(e).splitlines()[0][:300]}") from None

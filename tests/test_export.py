@@ -229,3 +229,59 @@ def test_keras_io_vocabulary_helper(tmp_path):
     no_space.write_text("a\tb\nc\td\n", encoding="utf-8")
     done = run_module("export.keras_io_vocab", str(no_space), "--out", str(tmp_path / "v2"))
     assert done.returncode == 2 and "space" in done.stderr
+
+
+KERAS2_SCRIPT = r"""
+import sys
+import numpy as np
+import tf_keras as keras
+from tf_keras.layers import LSTM, Dense, Input
+
+out, ni, nt = sys.argv[1], 8, 9
+keras.utils.set_random_seed(0)
+enc_in = Input(shape=(None, ni))
+_, h, c = LSTM(16, return_state=True)(enc_in)
+dec_in = Input(shape=(None, nt))
+dec_out, _, _ = LSTM(16, return_sequences=True, return_state=True)(dec_in, initial_state=[h, c])
+model = keras.Model([enc_in, dec_in], Dense(nt, activation="softmax")(dec_out))
+model.compile(optimizer="rmsprop", loss="categorical_crossentropy")
+rng = np.random.default_rng(0)
+x = np.eye(ni, dtype="float32")[rng.integers(0, ni, (32, 5))]
+y = np.eye(nt, dtype="float32")[rng.integers(0, nt, (32, 6))]
+model.fit([x, y], y, epochs=2, verbose=0)
+model.save(out + "/s2s.h5")
+model.save(out + "/s2s_savedmodel")
+np.savez(out + "/probe.npz", x=x[:4], y=y[:4], probs=model.predict([x[:4], y[:4]], verbose=0))
+"""
+
+
+def test_keras2_h5_from_tf_keras_exports_and_savedmodel_is_explained(tmp_path):
+    """The keras.io example under TensorFlow <= 2.15 saved Keras 2 files."""
+    import subprocess
+    import sys
+
+    from export.pipeline import load_keras_model
+
+    done = subprocess.run([sys.executable, "-c", KERAS2_SCRIPT, str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    probe = np.load(tmp_path / "probe.npz")
+    model = load_keras_model(tmp_path / "s2s.h5")  # Keras 3, through the adapter
+    got = model.predict([probe["x"], probe["y"]], verbose=0)
+    np.testing.assert_allclose(got, probe["probs"], atol=1e-6)
+
+    Vocabulary(tuple("abcdefgh"), ("\t", "\n") + tuple("ABCDEFG"), "\t", "\n", 5, 6,
+               InputPadding("right", "a")).save(tmp_path / "vocab.json")
+    done = run_module("export", str(tmp_path / "s2s.h5"), "--formats", "tflite",
+                      "--out", str(tmp_path / "art"), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "greedy == Keras" in done.stdout
+    import runtime
+
+    assert len(runtime.load(tmp_path / "art", backend="tflite").translate(["abc", "h"])) == 2
+
+    done = run_module("export", str(tmp_path / "s2s_savedmodel"), "--out",
+                      str(tmp_path / "art2"))
+    assert done.returncode == 2
+    assert "SavedModel directory" in done.stderr and ".save('s2s.h5')" in done.stderr
+    assert not (tmp_path / "art2").exists()
