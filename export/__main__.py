@@ -29,8 +29,9 @@ def parser() -> argparse.ArgumentParser:
                     "prove they give Keras's answers, and write a self-describing artifact "
                     "directory for the runtime.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", metavar="MODEL.keras", help="trained model: a Keras 3 .keras file, or "
-                   "a Keras 2 (tf.keras) .h5 file")
+    p.add_argument("model", metavar="MODEL.keras",
+                   help="trained model: a .keras file (Keras 3, or Keras 2 as tf.keras "
+                   "2.13+ wrote it) or a .h5 file")
     p.add_argument("--vocab", metavar="FILE",
                    help="vocabulary JSON (see README); default: vocab.json beside the model")
     p.add_argument("--out", metavar="DIR", help="artifact directory; default: "

@@ -1,18 +1,33 @@
 """Models saved by Keras 2 (``tf.keras``, TensorFlow up to 2.15), as the keras.io
-example wrote them for years: ``model.save("s2s.h5")``.
+example wrote them for years: ``model.save("s2s.h5")`` or, from Keras 2.13,
+``model.save("s2s_model.keras")``.
 
-Keras 3 reads the HDF5 file but not two things in its LSTM records: the
-``time_major`` argument, and the decoder's call with ``initial_state``, which
-Keras 2 stored as one call on ``[inputs, h, c]``. The adapter below restores
-both; the weights load unchanged (same layout, checked against tf_keras's own
-predictions in the tests).
+Keras 3 reads neither as is. In both, the LSTM records carry ``time_major`` and
+store the decoder's call with ``initial_state`` as one call on ``[inputs, h, c]``;
+a ``.keras`` file also names its model class by a ``tf_keras`` module. The
+adapter below restores the LSTM records, and a ``.keras`` file is loaded from a
+copy whose config names Keras 3's classes. The weights load unchanged (same
+layout; the tests compare the loaded model with tf_keras's own predictions).
 """
 from __future__ import annotations
 
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+
 import keras
 
+ADAPTER = "Keras2LSTM"
+SAVEDMODEL_HINT = (
+    "a TensorFlow SavedModel directory, which Keras 3 cannot rebuild into layers; "
+    "where it was trained (tf.keras), load it and save it as HDF5: "
+    "tf.keras.models.load_model(DIR).save('s2s.h5'), then export s2s.h5")
 
-class Keras2LSTM(keras.layers.LSTM):
+
+# Named LSTM on purpose: Keras 3 finds a layer's weights in a .keras file under
+# its class name in snake case ("lstm"), where Keras 2 wrote them.
+class LSTM(keras.layers.LSTM):
     def __init__(self, *args, time_major: bool = False, **kwargs):
         if time_major:
             raise ValueError("time_major=True LSTMs are not supported")
@@ -26,9 +41,34 @@ class Keras2LSTM(keras.layers.LSTM):
         return super().__call__(*args, **kwargs)
 
 
-CUSTOM_OBJECTS = {"LSTM": Keras2LSTM}
+def load_h5(path: Path):
+    return keras.models.load_model(path, compile=False, custom_objects={"LSTM": LSTM})
 
-SAVEDMODEL_HINT = (
-    "a TensorFlow SavedModel directory, which Keras 3 cannot rebuild into layers; "
-    "where it was trained (tf.keras), load it and save it as HDF5: "
-    "tf.keras.models.load_model(DIR).save('s2s.h5'), then export s2s.h5")
+
+def saved_by_keras2(path: Path) -> bool:
+    """Whether ``path`` is a .keras archive whose metadata names Keras 2."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            meta = json.loads(archive.read("metadata.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        return False
+    return isinstance(meta, dict) and str(meta.get("keras_version", "")).startswith("2.")
+
+
+def load_keras2_archive(path: Path):
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    if config.get("class_name") == "Functional":
+        config["module"] = "keras.src.models.functional"
+    for layer in config.get("config", {}).get("layers", []):
+        if layer.get("class_name") == "LSTM":
+            layer["class_name"] = layer["registered_name"] = ADAPTER
+            layer.pop("module", None)
+    files["config.json"] = json.dumps(config).encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / path.name
+        with zipfile.ZipFile(copy, "w") as archive:
+            for name, data in files.items():
+                archive.writestr(name, data)
+        return keras.models.load_model(copy, compile=False, custom_objects={ADAPTER: LSTM})

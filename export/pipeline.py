@@ -32,16 +32,19 @@ class ExportResult:
 def load_keras_model(path: Path):
     import keras
 
-    from .legacy import CUSTOM_OBJECTS, SAVEDMODEL_HINT
+    from . import legacy
 
     if path.is_dir() and (path / "saved_model.pb").is_file():
-        raise ArtifactError(f"{path}: {SAVEDMODEL_HINT}")
+        raise ArtifactError(f"{path}: {legacy.SAVEDMODEL_HINT}")
     if not path.is_file():
         raise ArtifactError(f"{path}: model file not found")
-    # Keras 2 HDF5 files need an adapter for their LSTM records (see legacy.py).
-    custom = CUSTOM_OBJECTS if path.suffix in (".h5", ".hdf5") else None
     try:
-        return keras.models.load_model(path, compile=False, custom_objects=custom)
+        # Keras 2 (tf.keras) files need adapting (see legacy.py).
+        if path.suffix in (".h5", ".hdf5"):
+            return legacy.load_h5(path)
+        if legacy.saved_by_keras2(path):
+            return legacy.load_keras2_archive(path)
+        return keras.models.load_model(path, compile=False)
     except Exception as e:  # Keras raises many types for a bad file
         raise ArtifactError(f"{path}: not a loadable Keras model: "
                             f"{str(e).splitlines()[0][:300]}") from None

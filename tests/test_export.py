@@ -250,35 +250,36 @@ x = np.eye(ni, dtype="float32")[rng.integers(0, ni, (32, 5))]
 y = np.eye(nt, dtype="float32")[rng.integers(0, nt, (32, 6))]
 model.fit([x, y], y, epochs=2, verbose=0)
 model.save(out + "/s2s.h5")
+model.save(out + "/s2s_model.keras")
 model.save(out + "/s2s_savedmodel")
 np.savez(out + "/probe.npz", x=x[:4], y=y[:4], probs=model.predict([x[:4], y[:4]], verbose=0))
 """
 
 
-def test_keras2_h5_from_tf_keras_exports_and_savedmodel_is_explained(tmp_path):
+def test_keras2_models_from_tf_keras_export_and_savedmodel_is_explained(tmp_path):
     """The keras.io example under TensorFlow <= 2.15 saved Keras 2 files."""
     import subprocess
     import sys
 
+    import runtime
     from export.pipeline import load_keras_model
 
     done = subprocess.run([sys.executable, "-c", KERAS2_SCRIPT, str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     probe = np.load(tmp_path / "probe.npz")
-    model = load_keras_model(tmp_path / "s2s.h5")  # Keras 3, through the adapter
-    got = model.predict([probe["x"], probe["y"]], verbose=0)
-    np.testing.assert_allclose(got, probe["probs"], atol=1e-6)
-
     Vocabulary(tuple("abcdefgh"), ("\t", "\n") + tuple("ABCDEFG"), "\t", "\n", 5, 6,
                InputPadding("right", "a")).save(tmp_path / "vocab.json")
-    done = run_module("export", str(tmp_path / "s2s.h5"), "--formats", "tflite",
-                      "--out", str(tmp_path / "art"), timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "greedy == Keras" in done.stdout
-    import runtime
-
-    assert len(runtime.load(tmp_path / "art", backend="tflite").translate(["abc", "h"])) == 2
+    for name in ("s2s.h5", "s2s_model.keras"):
+        model = load_keras_model(tmp_path / name)  # Keras 3, through the adapter
+        got = model.predict([probe["x"], probe["y"]], verbose=0)
+        np.testing.assert_allclose(got, probe["probs"], atol=1e-6, err_msg=name)
+        out = tmp_path / f"art-{name}"
+        done = run_module("export", str(tmp_path / name), "--formats", "tflite",
+                          "--out", str(out), timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "greedy == Keras" in done.stdout
+        assert len(runtime.load(out, backend="tflite").translate(["abc", "h"])) == 2
 
     done = run_module("export", str(tmp_path / "s2s_savedmodel"), "--out",
                       str(tmp_path / "art2"))
