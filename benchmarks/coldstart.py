@@ -31,10 +31,10 @@ print(json.dumps({"output": out[0],
 KERAS_SCRIPT = PEAK + """
 import json, os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import keras
+from export.legacy import load_model
 from runtime import load_config
 from train.reference import ReferenceDecoder
-model = keras.models.load_model(sys.argv[1], compile=False)
+model = load_model(sys.argv[1])
 reference = ReferenceDecoder(model, load_config(sys.argv[2]).vocabulary)
 out = reference.greedy([sys.argv[3]], mode="predict")
 print(json.dumps({"output": out[0],

@@ -62,16 +62,15 @@ def environment(threads: int) -> dict:
 
 def build_paths(s: Settings):
     """name -> Seq2SeqModel, plus name -> reason for paths that cannot run here."""
-    import keras
     import tensorflow as tf
 
+    from export.pipeline import load_keras_model
     from train.reference import ReferenceDecoder
 
     from .keras_backends import KerasBackend
 
     config = load_config(s.artifact)
-    reference = ReferenceDecoder(keras.models.load_model(s.model, compile=False),
-                                 config.vocabulary)
+    reference = ReferenceDecoder(load_keras_model(s.model), config.vocabulary)
     models, skipped = {}, {}
     for mode in ("predict", "call", "tf.function"):
         models[f"keras-{mode}"] = Seq2SeqModel(config, KerasBackend(reference, mode), "fp32")

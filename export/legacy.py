@@ -41,8 +41,14 @@ class LSTM(keras.layers.LSTM):
         return super().__call__(*args, **kwargs)
 
 
-def load_h5(path: Path):
-    return keras.models.load_model(path, compile=False, custom_objects={"LSTM": LSTM})
+def load_model(path: Path):
+    """A Keras model from a .keras or .h5 file, whichever Keras saved it."""
+    path = Path(path)
+    if path.suffix in (".h5", ".hdf5"):
+        return keras.models.load_model(path, compile=False, custom_objects={"LSTM": LSTM})
+    if saved_by_keras2(path):
+        return load_keras2_archive(path)
+    return keras.models.load_model(path, compile=False)
 
 
 def saved_by_keras2(path: Path) -> bool:

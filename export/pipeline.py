@@ -30,8 +30,6 @@ class ExportResult:
 
 
 def load_keras_model(path: Path):
-    import keras
-
     from . import legacy
 
     if path.is_dir() and (path / "saved_model.pb").is_file():
@@ -39,12 +37,7 @@ def load_keras_model(path: Path):
     if not path.is_file():
         raise ArtifactError(f"{path}: model file not found")
     try:
-        # Keras 2 (tf.keras) files need adapting (see legacy.py).
-        if path.suffix in (".h5", ".hdf5"):
-            return legacy.load_h5(path)
-        if legacy.saved_by_keras2(path):
-            return legacy.load_keras2_archive(path)
-        return keras.models.load_model(path, compile=False)
+        return legacy.load_model(path)  # Keras 2 (tf.keras) files adapted
     except Exception as e:  # Keras raises many types for a bad file
         raise ArtifactError(f"{path}: not a loadable Keras model: "
                             f"{str(e).splitlines()[0][:300]}") from None
