@@ -32,6 +32,17 @@ def rows(result: dict) -> list[list[str]]:
     return out
 
 
+def fused_lines(result: dict) -> list[str]:
+    out = []
+    for name, ratio in result["ratios"].items():
+        if "sentence_vs_step_loop" in ratio:
+            step = name.removesuffix("-fused")
+            out.append(f"{name}: {_us(result['paths'][name]['sentence']['p50_us'])} against "
+                       f"{_us(result['paths'][step]['sentence']['p50_us'])} ({step}), "
+                       f"{ratio['sentence_vs_step_loop']:.2f}x")
+    return out
+
+
 def console(result: dict) -> str:
     table = rows(result)
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
@@ -44,6 +55,10 @@ def console(result: dict) -> str:
     for name, r in result["paths"].items():
         tp = r["throughput_tokens_per_s"]
         lines.append(f"  {name:18} " + "  ".join(f"{tp[str(b)]:>10,.0f}" for b in batch))
+    fused = fused_lines(result)
+    if fused:
+        lines += ["", "fused graph against the step loop (batch 1, sentence p50):"]
+        lines += [f"  {x}" for x in fused]
     lines.append("")
     lines.append("cold start (fresh process: import, load, first string) and peak RSS:")
     for name, c in result["cold_start"].items():
@@ -73,6 +88,11 @@ def markdown(result: dict) -> str:
           "",
           "| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
     md += ["| " + " | ".join(r) + " |" for r in table[1:]]
+    fused = fused_lines(result)
+    if fused:
+        md += ["", "## Fused graph against the step loop", "",
+               "A whole greedy decode in one call, against the Python loop over the same "
+               "format's step graph (batch 1, sentence p50):", ""] + [f"- {x}" for x in fused]
     batch = st["batch_sizes"]
     md += ["", "## Throughput (tokens/s)", "",
            "| path | " + " | ".join(f"batch {b}" for b in batch) + " |",

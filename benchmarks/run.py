@@ -172,6 +172,10 @@ def run(s: Settings) -> dict:
             if base in results:
                 ratios[name][f"per_token_vs_{base}"] = (results[base]["per_token_us"]
                                                         / r["per_token_us"])
+        step_loop = name.removesuffix("-fused")
+        if step_loop != name and step_loop in results:  # the same graphs, looped in Python
+            ratios[name]["sentence_vs_step_loop"] = (results[step_loop]["sentence"]["p50_us"]
+                                                     / r["sentence"]["p50_us"])
     s.progress("cold start in fresh processes")
     text = s.texts[0]
     config = load_config(s.artifact)

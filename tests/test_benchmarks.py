@@ -31,6 +31,11 @@ def test_quick_run_writes_all_outputs_with_plausible_figures(tiny_run, tiny_arti
             want = paths[base]["per_token_us"] / r["per_token_us"]
             assert abs(ratios[f"per_token_vs_{base}"] - want) < 1e-9 * want
     assert result["ratios"]["keras-predict"]["per_token_vs_keras-predict"] == 1.0
+    for fmt in ("onnx", "tflite"):
+        want = paths[fmt]["sentence"]["p50_us"] / paths[f"{fmt}-fused"]["sentence"]["p50_us"]
+        assert result["ratios"][f"{fmt}-fused"]["sentence_vs_step_loop"] == want
+        assert f"{fmt}-fused: " in report and f"{want:.2f}x" in report
+    assert "sentence_vs_step_loop" not in result["ratios"]["tflite"]
     for name in ("runtime-onnx", "runtime-tflite", "keras"):
         cold = result["cold_start"][name]
         assert cold["seconds"] > 0 and cold["peak_rss_mb"] > 0
