@@ -50,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
                    help="most inputs used by the greedy parity check")
     p.add_argument("--no-fused", action="store_true",
                    help="skip the fused greedy-decode graph (one call per batch)")
+    p.add_argument("--tflite-encoder", choices=("auto", "unrolled", "loop"), default="auto",
+                   help="form of the TFLite encoder: the cell unrolled over every step, "
+                   "or one cell in a WHILE loop; auto times both here and keeps the faster")
     p.add_argument("--force", action="store_true", help="replace an existing artifact")
     return p
 

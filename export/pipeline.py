@@ -17,7 +17,7 @@ from runtime.vocab import Vocabulary
 from train import outdir
 from train.fit import HELDOUT_FILE
 
-from . import convert, opguard, parity
+from . import convert, encoder_choice, opguard, parity
 from .errors import ParityError
 
 
@@ -66,6 +66,10 @@ def check_texts(vocab: Vocabulary, path: Path | None, limit: int, seed: int = 0)
             for _ in range(min(limit, 64))]
 
 
+def _tflite_file(name: str, precision: str) -> str:
+    return f"{name}.tflite" if precision == "fp32" else f"{name}.{precision}.tflite"
+
+
 def _graph_entry(directory: Path, name: str, fmt: str, precision: str, file: str) -> dict:
     path = directory / file
     inputs, outputs = {"encoder": (ENCODER_INPUTS, ENCODER_OUTPUTS),
@@ -91,7 +95,8 @@ def _versions() -> dict:
 def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("onnx", "tflite"),
                     quantize=(), opset: int = convert.DEFAULT_OPSET,
                     texts: list[str] | None = None, force: bool = False,
-                    fused: bool = True, log=print) -> ExportResult:
+                    fused: bool = True, tflite_encoder: str = "auto",
+                    log=print) -> ExportResult:
     """Write a verified artifact to ``out``; nothing is promoted unless parity holds."""
     from train.reference import ReferenceDecoder
     from train.structure import check_vocabulary, locate
@@ -129,18 +134,27 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
             variants += [("onnx", "fp32")] + ([("onnx", "int8")] if "int8" in quantize else [])
         if "tflite" in formats:
             tfl_precisions = ["fp32"] + [q for q in ("int8", "fp16") if q in quantize]
-            for name, fn in (("encoder", builder.encoder_unrolled()),
-                             ("decoder_step", builder.decoder_step())):
-                for precision in tfl_precisions:
-                    file = f"{name}.tflite" if precision == "fp32" else f"{name}.{precision}.tflite"
-                    log(f"converting {name} to TFLite ({precision})", flush=True)
-                    convert.to_tflite(fn, staging / file, precision)
-                    opguard.check_tflite(staging / file, allow_while=False)
-                    graphs.append(_graph_entry(staging, name, "tflite", precision, file))
+            encoder_forms = {}
+            for precision in tfl_precisions:
+                file = _tflite_file("encoder", precision)
+                log(f"converting encoder to TFLite ({precision})", flush=True)
+                form = encoder_choice.write_encoder(builder, staging, file, precision,
+                                                    tflite_encoder)
+                encoder_forms[precision] = form
+                if form["timing_us"]:
+                    log("  " + ", ".join(f"{k} {v:.0f} µs" for k, v in form["timing_us"].items())
+                        + f" per call: {form['style']} kept", flush=True)
+                graphs.append(_graph_entry(staging, "encoder", "tflite", precision, file))
+            for precision in tfl_precisions:
+                file = _tflite_file("decoder_step", precision)
+                log(f"converting decoder_step to TFLite ({precision})", flush=True)
+                convert.to_tflite(builder.decoder_step(), staging / file, precision)
+                opguard.check_tflite(staging / file, allow_while=False)
+                graphs.append(_graph_entry(staging, "decoder_step", "tflite", precision, file))
             if fused:
-                fn = builder.greedy_fused("tflite")
                 for precision in tfl_precisions:
-                    file = "greedy.tflite" if precision == "fp32" else f"greedy.{precision}.tflite"
+                    file = _tflite_file("greedy", precision)
+                    fn = builder.greedy_fused("tflite", encoder_forms[precision]["style"])
                     log(f"converting the fused greedy decode to TFLite ({precision})",
                         flush=True)
                     convert.to_tflite(fn, staging / file, precision)
@@ -153,10 +167,12 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
             "graphs": graphs, "versions": _versions(),
             "source_model": {"file": model_path.name, "sha256": sha256_file(model_path)},
             "encoder_note": "inputs are always padded to max_input_length by the "
-                            "vocabulary's padding rule; the TFLite encoder is unrolled "
-                            "over exactly that many steps",
+                            "vocabulary's padding rule; the TFLite encoder runs exactly "
+                            "that many steps, unrolled or in a WHILE (tflite_encoder)",
             "parity": {"passed": False},  # until the checks below pass
         }
+        if "tflite" in formats:
+            metadata["tflite_encoder"] = encoder_forms
         write_metadata(staging, metadata)
         log(f"converted in {time.monotonic() - started:.1f}s; checking parity against Keras",
             flush=True)
@@ -212,7 +228,8 @@ def run(args) -> int:
         texts_path = model_path.parent / HELDOUT_FILE
     texts = check_texts(vocab, texts_path, args.check_samples)
     result = export_artifact(model_path, vocab, out, args.formats, args.quantize, args.opset,
-                             texts, args.force, fused=not args.no_fused)
+                             texts, args.force, fused=not args.no_fused,
+                             tflite_encoder=args.tflite_encoder)
     sizes = ", ".join(f"{g['file']} {g['bytes'] / 1024:.0f} KiB"
                       for g in result.metadata["graphs"])
     print(f"wrote {out}/ ({sizes}, {METADATA_FILE})")

@@ -286,3 +286,38 @@ def test_keras2_models_from_tf_keras_export_and_savedmodel_is_explained(tmp_path
     assert done.returncode == 2
     assert "SavedModel directory" in done.stderr and ".save('s2s.h5')" in done.stderr
     assert not (tmp_path / "art2").exists()
+
+
+def test_tflite_encoder_form_is_measured_and_either_form_gives_the_same_answers(
+        tiny_run, tiny_artifact, heldout, reference, tmp_path):
+    import runtime
+    from export.encoder_choice import CHOICES
+    from export.opguard import tflite_ops
+    from export.pipeline import export_artifact
+
+    forms = read_json(tiny_artifact / "artifact.json")["tflite_encoder"]
+    assert set(forms) == {"fp32"}
+    timing = forms["fp32"]["timing_us"]
+    assert set(timing) == {"unrolled", "loop"} and min(timing.values()) > 0
+    assert forms["fp32"]["style"] == min(timing, key=timing.get)
+    has_while = "WHILE" in tflite_ops(tiny_artifact / "encoder.tflite")
+    assert has_while == (forms["fp32"]["style"] == "loop")
+
+    vocab = Vocabulary.load(tiny_run / "vocab.json")
+    other = "unrolled" if forms["fp32"]["style"] == "loop" else "loop"
+    result = export_artifact(tiny_run / "model.keras", vocab, tmp_path / "art", ("tflite",),
+                             texts=heldout, tflite_encoder=other, **QUIET)
+    assert all(c.ok for c in result.checks)
+    assert result.metadata["tflite_encoder"]["fp32"] == {"style": other, "timing_us": {}}
+    assert ("WHILE" in tflite_ops(tmp_path / "art" / "encoder.tflite")) == (other == "loop")
+    assert not list((tmp_path / "art").glob("*.tflite.*"))  # the other form's file is gone
+    ids = vocab.encode_inputs(heldout[:8])
+    mine = runtime.load(tmp_path / "art", backend="tflite").backend.encode(ids)
+    theirs = runtime.load(tiny_artifact, backend="tflite").backend.encode(ids)
+    for a, b in zip(mine, theirs):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    fused = runtime.load(tmp_path / "art", backend="tflite", greedy="fused")
+    assert fused.translate(heldout) == reference.greedy(heldout)
+    assert CHOICES == ("auto", "unrolled", "loop")
+    done = run_module("export", str(tiny_run / "model.keras"), "--tflite-encoder", "rolled")
+    assert done.returncode == 2 and "--tflite-encoder" in done.stderr

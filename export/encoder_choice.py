@@ -1,0 +1,58 @@
+"""Which form of the TFLite encoder to ship, per precision: measured, or as asked.
+
+The unrolled cell wins where its weights fit the cache (XNNPACK packs a copy per
+step); one cell in a ``WHILE`` wins where they do not (measured: latent 128, 16
+steps, unrolled 102 against 114 µs; latent 256, 24 steps, fp32, loop 560 against
+985 µs). Both give the same numbers, so export times both here and keeps the
+faster; ``--tflite-encoder`` fixes the form for a device unlike this machine.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import convert, opguard
+from .graphs import ENCODER_STYLES, GraphBuilder
+
+CHOICES = ("auto",) + ENCODER_STYLES
+
+
+def bare_call_us(path: Path, steps: int, calls: int = 50) -> float:
+    """Best of three rounds of the mean time per call (batch 1, one thread)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path), num_threads=1).get_signature_runner()
+    ids = np.zeros((1, steps), np.int32)
+    runner(input_ids=ids)
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(calls):
+            runner(input_ids=ids)
+        best = min(best, (time.perf_counter() - started) / calls)
+    return best * 1e6
+
+
+def write_encoder(builder: GraphBuilder, directory: Path, file: str, precision: str,
+                  style: str = "auto") -> dict:
+    """Convert the encoder to ``directory / file`` in the given form; "auto" converts
+    both, times each and keeps the faster. Returns what the metadata records."""
+    if style not in CHOICES:
+        raise ValueError(f"TFLite encoder form must be one of {CHOICES}, got {style!r}")
+    styles = ENCODER_STYLES if style == "auto" else (style,)
+    timing = {}
+    for form in styles:
+        path = directory / f"{file}.{form}"
+        convert.to_tflite(builder.encoder_fixed(form), path, precision)
+        opguard.check_tflite(path, allow_while=form == "loop")
+        if len(styles) > 1:
+            timing[form] = bare_call_us(path, builder.vocab.max_input_length)
+    chosen = min(timing, key=timing.get) if timing else style
+    for form in styles:
+        if form == chosen:
+            (directory / f"{file}.{form}").replace(directory / file)
+        else:
+            (directory / f"{file}.{form}").unlink()
+    return {"style": chosen, "timing_us": timing}
