@@ -32,7 +32,9 @@ def test_quick_run_writes_all_outputs_with_plausible_figures(tiny_run, tiny_arti
             assert abs(ratios[f"per_token_vs_{base}"] - want) < 1e-9 * want
     assert result["ratios"]["keras-predict"]["per_token_vs_keras-predict"] == 1.0
     for fmt in ("onnx", "tflite"):
-        want = paths[fmt]["sentence"]["p50_us"] / paths[f"{fmt}-fused"]["sentence"]["p50_us"]
+        duel = paths[f"{fmt}-fused"]["against_step_loop"]
+        assert duel["n"] >= 20 and duel["fused_p50_us"] > 0 and duel["step_p50_us"] > 0
+        want = duel["step_p50_us"] / duel["fused_p50_us"]
         assert result["ratios"][f"{fmt}-fused"]["sentence_vs_step_loop"] == want
         assert f"{fmt}-fused: " in report and f"{want:.2f}x" in report
     assert "sentence_vs_step_loop" not in result["ratios"]["tflite"]
