@@ -317,7 +317,9 @@ def test_tflite_encoder_form_is_measured_and_either_form_gives_the_same_answers(
     for a, b in zip(mine, theirs):
         np.testing.assert_allclose(a, b, atol=1e-6)
     fused = runtime.load(tmp_path / "art", backend="tflite", greedy="fused")
-    assert fused.translate(heldout) == reference.greedy(heldout)
+    want = reference.greedy(heldout)
+    assert fused.translate(heldout) == want
+    assert [fused.translate([t])[0] for t in heldout[:5]] == want[:5]  # batch resized to 1
     assert CHOICES == ("auto", "unrolled", "loop")
     done = run_module("export", str(tiny_run / "model.keras"), "--tflite-encoder", "rolled")
     assert done.returncode == 2 and "--tflite-encoder" in done.stderr
