@@ -320,6 +320,9 @@ def test_tflite_encoder_form_is_measured_and_either_form_gives_the_same_answers(
     want = reference.greedy(heldout)
     assert fused.translate(heldout) == want
     assert [fused.translate([t])[0] for t in heldout[:5]] == want[:5]  # batch resized to 1
+    step = runtime.load(tmp_path / "art", backend="tflite", greedy="step")
+    assert step.translate(heldout) == want
+    assert [step.translate([t])[0] for t in heldout[:5]] == want[:5]
     assert CHOICES == ("auto", "unrolled", "loop")
     done = run_module("export", str(tiny_run / "model.keras"), "--tflite-encoder", "rolled")
     assert done.returncode == 2 and "--tflite-encoder" in done.stderr
