@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import runtime
-from runtime.errors import ArtifactError, DataError, VocabularyError
+from runtime.errors import ArtifactError, DataError, InputError, VocabularyError
 from runtime.metadata import (ARTIFACT_FORMAT, ARTIFACT_VERSION, ENCODER_INPUTS,
                               ENCODER_OUTPUTS, GREEDY_INPUTS, GREEDY_OUTPUTS, METADATA_FILE,
                               STEP_INPUTS, STEP_OUTPUTS, sha256_file)
@@ -103,6 +103,9 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
 
     from .graphs import GraphBuilder
 
+    if tflite_encoder not in encoder_choice.CHOICES:
+        raise InputError(f"TFLite encoder form must be one of {encoder_choice.CHOICES}, "
+                         f"got {tflite_encoder!r}")
     outdir.check_target(out, METADATA_FILE, force)
     model = load_keras_model(model_path)
     parts = locate(model)
@@ -145,10 +148,11 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
                     log("  " + ", ".join(f"{k} {v:.0f} µs" for k, v in form["timing_us"].items())
                         + f" per call: {form['style']} kept", flush=True)
                 graphs.append(_graph_entry(staging, "encoder", "tflite", precision, file))
+            step_fn = builder.decoder_step()
             for precision in tfl_precisions:
                 file = _tflite_file("decoder_step", precision)
                 log(f"converting decoder_step to TFLite ({precision})", flush=True)
-                convert.to_tflite(builder.decoder_step(), staging / file, precision)
+                convert.to_tflite(step_fn, staging / file, precision)
                 opguard.check_tflite(staging / file, allow_while=False)
                 graphs.append(_graph_entry(staging, "decoder_step", "tflite", precision, file))
             if fused:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import read_json, run_module, signal_part_way
-from runtime.errors import VocabularyError
+from runtime.errors import InputError, VocabularyError
 from runtime.metadata import sha256_file
 from runtime.vocab import InputPadding, Vocabulary
 
@@ -324,5 +324,8 @@ def test_tflite_encoder_form_is_measured_and_either_form_gives_the_same_answers(
     assert step.translate(heldout) == want
     assert [step.translate([t])[0] for t in heldout[:5]] == want[:5]
     assert CHOICES == ("auto", "unrolled", "loop")
+    with pytest.raises(InputError, match="TFLite encoder form must be one of"):
+        export_artifact(tiny_run / "model.keras", vocab, tmp_path / "x", tflite_encoder="rolled")
+    assert not (tmp_path / "x").exists()
     done = run_module("export", str(tiny_run / "model.keras"), "--tflite-encoder", "rolled")
     assert done.returncode == 2 and "--tflite-encoder" in done.stderr
