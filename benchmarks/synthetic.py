@@ -13,6 +13,7 @@ import string
 import sys
 from pathlib import Path
 
+from export.__main__ import QUANTIZE, comma_list
 from runtime.errors import Seq2SeqError
 
 CHARS = " " + string.ascii_letters + string.digits + ".,;:!?'\"-()[]/&%$#@+*=<>_~|^`{}\\"
@@ -29,16 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-output-length", type=int, default=20,
                    help="most tokens decoded, end token included")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quantize", default="", metavar="LIST",
+    p.add_argument("--quantize", type=comma_list(QUANTIZE), default=[], metavar="LIST",
                    help="comma-separated quantized variants to export as well: int8, fp16")
     p.add_argument("--out", default="runs/seed-size", metavar="DIR")
     p.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
     pool = CHARS + ACCENTED
-    quantize = tuple(q for q in args.quantize.split(",") if q)
-    if not set(quantize) <= {"int8", "fp16"}:
-        p.error(f"--quantize takes int8 and/or fp16, got {args.quantize!r}")
-    args.quantize = quantize
     if not (2 <= args.input_tokens <= len(pool) and 3 <= args.target_tokens <= len(pool) + 2):
         p.error(f"token counts must be within 2..{len(pool)} (input), 3..{len(pool) + 2} "
                 "(target)")

@@ -10,7 +10,7 @@ FORMATS = ("onnx", "tflite")
 QUANTIZE = ("int8", "fp16")
 
 
-def _csv(choices):
+def comma_list(choices):
     def parse(text):
         items = [t.strip() for t in text.split(",") if t.strip()]
         bad = [t for t in items if t not in choices]
@@ -36,9 +36,9 @@ def parser() -> argparse.ArgumentParser:
                    help="vocabulary JSON (see README); default: vocab.json beside the model")
     p.add_argument("--out", metavar="DIR", help="artifact directory; default: "
                    "'artifact' beside the model")
-    p.add_argument("--formats", type=_csv(FORMATS), default=list(FORMATS),
+    p.add_argument("--formats", type=comma_list(FORMATS), default=list(FORMATS),
                    help="comma-separated formats to write")
-    p.add_argument("--quantize", type=_csv(QUANTIZE), default=[],
+    p.add_argument("--quantize", type=comma_list(QUANTIZE), default=[],
                    help="also write smaller variants: int8 (ONNX dynamic, TFLite "
                         "dynamic-range) and/or fp16 (TFLite)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")

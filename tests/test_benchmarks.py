@@ -74,4 +74,4 @@ def test_synthetic_model_of_a_chosen_size_exports_with_quantized_variants(tmp_pa
     assert (vocab["max_input_length"], vocab["max_output_length"]) == (5, 6)
     assert len(vocab["input_tokens"]) == 6 and len(vocab["target_tokens"]) == 7
     done = run_module("benchmarks.synthetic", "--quantize", "int4", "--out", str(tmp_path / "x"))
-    assert done.returncode == 2 and "--quantize takes int8 and/or fp16" in done.stderr
+    assert done.returncode == 2 and "expected a comma-separated list of int8, fp16" in done.stderr
