@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/demo
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test mutants clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# Hand-written mutations, each applied to a copy of the tree: the suite must catch
+# every one (about 10 minutes; not part of CI).
+mutants: setup
+	$(PY) tests/mutants.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import convert, opguard
 from .graphs import ENCODER_STYLES, GraphBuilder
+from .parity import fastest
 
 CHOICES = ("auto",) + ENCODER_STYLES
 
@@ -47,7 +48,7 @@ def write_encoder(builder: GraphBuilder, directory: Path, file: str, precision: 
         opguard.check_tflite(path, allow_while=form == "loop")
         if len(styles) > 1:
             timing[form] = bare_call_us(path, builder.vocab.max_input_length)
-    chosen = min(timing, key=timing.get) if timing else style
+    chosen = fastest(timing) if timing else style
     for form in styles:
         if form == chosen:
             (directory / f"{file}.{form}").replace(directory / file)

@@ -25,11 +25,17 @@ def tflite_ops(path: Path) -> list[str]:
     return sorted({d["op_name"] for d in interpreter._get_ops_details()})
 
 
+def refused_ops(ops: list[str], allow_while: bool) -> list[str]:
+    """The ops of ``ops`` that a builtin-only graph may not use; ``WHILE`` is allowed
+    only where ``allow_while`` (the fused graph and the looped encoder)."""
+    return [op for op in ops if op in FORBIDDEN or op.startswith("Flex")
+            or "TensorList" in op or (op == "WHILE" and not allow_while)]
+
+
 def check_tflite(path: Path, allow_while: bool) -> list[str]:
     """The file's op names; raise OpGuardError if any is not allowed."""
     ops = tflite_ops(path)
-    bad = [op for op in ops if op in FORBIDDEN or op.startswith("Flex")
-           or "TensorList" in op or (op == "WHILE" and not allow_while)]
+    bad = refused_ops(ops, allow_while)
     if bad:
         raise OpGuardError(f"{path.name} uses ops the plain LiteRT interpreter cannot run "
                            f"or that are not allowed here: {', '.join(bad)}")

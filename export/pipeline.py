@@ -194,12 +194,13 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
                                                        fp32_out)
             checks += fused_checks
             metadata["greedy_timing_us"] = timing
-            metadata["greedy_path"] = {fmt: min(t, key=t.get) for fmt, t in timing.items()}
+            metadata["greedy_path"] = {fmt: parity.fastest(t) for fmt, t in timing.items()}
         log(parity.table(checks))
         failed = [c for c in checks if c.fatal and not c.ok]
         if failed:
-            raise ParityError(f"{len(failed)} parity check(s) failed; no artifact written "
-                              f"to {out}")
+            names = ", ".join(f"{c.variant} {c.what}" for c in failed)
+            raise ParityError(f"{len(failed)} parity check(s) failed ({names}); no artifact "
+                              f"written to {out}")
         for c in checks:
             if not c.ok:
                 log(f"WARNING: {c.variant}: {c.what} holds for only {c.value:.1%} "

@@ -10,6 +10,8 @@ from runtime.errors import ArtifactError
 
 
 def test_artifact_has_fused_graphs_with_parity_and_a_measured_choice(tiny_artifact):
+    from export.parity import fastest
+
     meta = read_json(tiny_artifact / "artifact.json")
     fused = {g["format"] for g in meta["graphs"] if g["name"] == "greedy"}
     assert fused == {"onnx", "tflite"}
@@ -18,7 +20,7 @@ def test_artifact_has_fused_graphs_with_parity_and_a_measured_choice(tiny_artifa
     for variant in ("onnx/fp32", "tflite/fp32"):
         timing = meta["greedy_timing_us"][variant]
         assert timing["step"] > 0 and timing["fused"] > 0
-        assert meta["greedy_path"][variant] == min(timing, key=timing.get)
+        assert meta["greedy_path"][variant] == fastest(timing)
 
 
 def test_fused_tflite_is_builtin_only_with_while(tiny_artifact):
@@ -53,15 +55,28 @@ def test_fused_equals_step_loop_and_keras(tiny_artifact, heldout, reference, bac
 
 
 def test_fused_graph_stops_early_once_every_row_ended(tiny_artifact, heldout):
+    """Columns after the last row's end token are never written (they stay 0), where
+    a graph running all steps would write the tokens decoded after the end token."""
     model = runtime.load(tiny_artifact, greedy="fused")
-    ids = model.vocabulary.encode_inputs(heldout[:5])
+    vocab = model.vocabulary
+    steps = vocab.max_output_length
+    ids = vocab.encode_inputs(heldout)
     out, lengths = model.backend.greedy(ids)
-    steps = model.vocabulary.max_output_length
-    assert out.shape == (5, steps) and lengths.shape == (5,)
-    assert np.all(lengths <= steps)
+    assert out.shape == (len(heldout), steps) and lengths.shape == (len(heldout),)
     for row, n in zip(out, lengths):
-        if n < steps:
-            assert row[n] == model.vocabulary.end_id
+        assert n == steps or row[n] == vocab.end_id
+    # Batches whose rows all end early: what the step graph decodes past the end.
+    done = int(lengths.max()) + 1
+    assert done < steps, "every row must end early for this test"
+    h, c = model.backend.encode(ids)
+    token = np.full(len(ids), vocab.start_id, np.int32)
+    past_end = []
+    for t in range(steps):
+        _, h, c, token = model.backend.step(token, h, c)
+        if t >= done:
+            past_end.append(token)
+    assert np.any(np.stack(past_end) != 0), "a never-stopping graph would be invisible"
+    assert not out[:, done:].any()
 
 
 def test_greedy_option_errors(tiny_artifact, tmp_path):
@@ -78,6 +93,22 @@ def test_greedy_option_errors(tiny_artifact, tmp_path):
     with pytest.raises(ArtifactError, match="no fused onnx fp32 greedy graph"):
         runtime.load(art, greedy="fused")
     assert not runtime.load(art).fused  # auto falls back to the step loop it has
+
+
+@pytest.mark.parametrize("recorded", ["step", "fused"])
+def test_auto_takes_the_path_export_recorded(tiny_artifact, tmp_path, recorded):
+    import json
+    import shutil
+
+    art = tmp_path / "art"
+    shutil.copytree(tiny_artifact, art)
+    meta = read_json(art / "artifact.json")
+    meta["greedy_path"] = {v: recorded for v in meta["greedy_path"]}
+    (art / "artifact.json").write_text(json.dumps(meta))
+    for backend in ("onnx", "tflite"):
+        assert runtime.load(art, backend=backend).fused == (recorded == "fused")
+        assert runtime.load(art, backend=backend, greedy="step").fused is False
+        assert runtime.load(art, backend=backend, greedy="fused").fused is True
 
 
 def test_readme_procedure_without_the_python_runtime(tiny_artifact, heldout, reference):

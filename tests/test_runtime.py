@@ -16,11 +16,17 @@ from conftest import ROOT, run_module
 from runtime.errors import ArtifactError, BackendError, InputError
 
 BACKENDS = ("onnx", "tflite")
+# Every runtime test names the greedy path it runs: export picks one by timing,
+# so "auto" would test whichever the machine's noise favoured.
+PATHS = [(b, g) for b in BACKENDS for g in ("step", "fused")]
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=PATHS, ids=[f"{b}-{g}" for b, g in PATHS])
 def model(request, tiny_artifact):
-    return runtime.load(tiny_artifact, backend=request.param)
+    backend, greedy = request.param
+    loaded = runtime.load(tiny_artifact, backend=backend, greedy=greedy)
+    assert loaded.fused == (greedy == "fused")
+    return loaded
 
 
 def test_greedy_equals_keras_reference(model, reference, heldout):
@@ -32,37 +38,65 @@ def test_batch_equals_one_by_one(model, heldout):
     assert model.translate(texts, batch_size=5) == [model.translate([t])[0] for t in texts]
 
 
-def test_stream_yields_the_greedy_string(model, heldout):
-    for text in heldout[:5]:
-        assert "".join(model.stream(text)) == model.translate([text])[0]
+def test_stream_yields_keras_greedy_string(model, heldout, reference):
+    texts = heldout[:5]
+    assert ["".join(model.stream(t)) for t in texts] == reference.greedy(texts)
 
 
-def test_beam_one_is_greedy_and_beam_is_never_worse(model, heldout):
-    texts = heldout[:8]
-    assert model.translate(texts, beam_size=1) == model.translate(texts)
+def _logprobs(model, text: str, out: str):
+    """Per-step probabilities of ``out`` (then the end token, if it fits) given
+    ``text``, by teacher forcing through the low-level API."""
     vocab = model.vocabulary
+    ids = vocab.encode_target(out)
+    if len(ids) < vocab.max_output_length:
+        ids = ids + [vocab.end_id]
+    h, c = model.encode([text])
+    token, rows = vocab.start_id, []
+    for tid in ids:
+        probs, h, c, _ = model.step([token], h, c)
+        rows.append((probs[0], tid))
+        token = tid
+    return rows
 
-    def logprob(text, out):
-        h, c = model.encode([text])
-        token, total = vocab.start_id, 0.0
-        for tid in vocab.encode_target(out):
-            probs, h, c, _ = model.step([token], h, c)
-            total += float(np.log(probs[0, tid]))
-            token = tid
-        return total / (len(out) + 1)
+
+def test_beam_is_never_worse_than_greedy(model, heldout):
+    texts = heldout[:8]
+
+    def score(text, out):
+        rows = _logprobs(model, text, out)
+        return sum(float(np.log(p[t])) for p, t in rows) / len(rows)
 
     for text, greedy, beam in zip(texts, model.translate(texts),
                                   model.translate(texts, beam_size=4)):
-        assert logprob(text, beam) >= logprob(text, greedy) - 1e-6
+        assert score(text, beam) >= score(text, greedy) - 1e-6
 
 
-def test_sampling_is_seeded(model, heldout):
+def test_sampling_is_seeded_and_varies_with_the_seed(model, heldout):
     texts = heldout[:6]
     a = model.translate(texts, temperature=1.5, top_k=5, seed=3)
     assert a == model.translate(texts, temperature=1.5, top_k=5, seed=3)
     assert all(len(s) <= model.vocabulary.max_output_length for s in a)
-    # Top-1 sampling is greedy decoding.
+    # Hot sampling is close to uniform: other seeds give other outputs, not greedy's.
+    hot = [tuple(model.translate(texts, temperature=5.0, seed=s)) for s in range(4)]
+    assert len(set(hot)) == 4
+    assert all(list(h) != model.translate(texts) for h in hot)
+
+
+def test_top_1_sampling_is_greedy(model, heldout):
+    texts = heldout[:6]
     assert model.translate(texts, temperature=1.0, top_k=1, seed=0) == model.translate(texts)
+
+
+def test_top_k_never_samples_outside_the_k_most_likely(model, heldout):
+    k = 3
+    seen_rank = 0
+    for seed, text in enumerate(heldout[:6]):
+        out = model.translate([text], temperature=5.0, top_k=k, seed=seed)[0]
+        for probs, tid in _logprobs(model, text, out):
+            rank = int((probs > probs[tid]).sum())  # tokens strictly more likely
+            assert rank < k, (text, out, rank)
+            seen_rank = max(seen_rank, rank)
+    assert seen_rank == k - 1  # hot enough that the k-th token was drawn too
 
 
 def test_eight_threads_equal_serial(model, heldout):
@@ -150,25 +184,86 @@ def test_load_errors(tiny_artifact, tmp_path):
         runtime.load(broken)
 
 
-def test_runtime_never_imports_tensorflow(tiny_artifact, heldout):
-    """With tensorflow and keras made unimportable, the runtime still works."""
-    code = f"""
-import sys
+TF_FREE_SCRIPT = """
+import contextlib, io, json, sys
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx', 'train', 'export'):
+        if name.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx', 'train', 'export',
+                                  'benchmarks'):
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 import runtime
+from runtime.__main__ import main
+art, texts = sys.argv[1], json.loads(sys.argv[2])
+out = {}
 for backend in ('onnx', 'tflite'):
-    model = runtime.load({str(tiny_artifact)!r}, backend=backend)
-    print(model.translate({heldout[:3]!r}))
-assert not any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules)
+    for greedy in ('step', 'fused'):
+        model = runtime.load(art, backend=backend, greedy=greedy)
+        out[backend + '-' + greedy] = model.translate(texts)
+    out[backend + '-beam'] = model.translate(texts, beam_size=3)
+    out[backend + '-sample'] = model.translate(texts, temperature=1.2, top_k=4, seed=7)
+    out[backend + '-stream'] = [''.join(model.stream(t)) for t in texts]
+    cli = io.StringIO()
+    with contextlib.redirect_stdout(cli):
+        assert main([art, '--backend', backend, '--beam', '2', *texts]) == 0
+    out[backend + '-cli-beam2'] = cli.getvalue().splitlines()
+loaded = sorted({m.split('.')[0] for m in sys.modules} &
+                {'tensorflow', 'keras', 'tf2onnx', 'train', 'export', 'benchmarks'})
+print(json.dumps({'outputs': out, 'forbidden_loaded': loaded}))
 """
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.count("[") == 2
+
+
+def test_runtime_never_imports_tensorflow(tiny_artifact, heldout):
+    """With tensorflow, keras and the other packages made unimportable, every mode
+    of the runtime (greedy step and fused, beam, sampling, stream, the CLI) still
+    gives the answers it gives in a full environment."""
+    texts = heldout[:3]
+    done = subprocess.run([sys.executable, "-c", TF_FREE_SCRIPT, str(tiny_artifact),
+                           json.dumps(texts)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["forbidden_loaded"] == []
+    got = result["outputs"]
+    for backend in BACKENDS:
+        step = runtime.load(tiny_artifact, backend=backend, greedy="step")
+        assert got[f"{backend}-step"] == got[f"{backend}-fused"] == step.translate(texts)
+        assert got[f"{backend}-stream"] == step.translate(texts)
+        assert got[f"{backend}-beam"] == step.translate(texts, beam_size=3)
+        assert got[f"{backend}-cli-beam2"] == step.translate(texts, beam_size=2)
+        assert got[f"{backend}-sample"] == step.translate(texts, temperature=1.2, top_k=4,
+                                                          seed=7)
+
+
+def test_runtime_extra_alone_in_a_fresh_venv_decodes(tiny_artifact, heldout, tmp_path):
+    """``pip install ".[runtime]"`` into an empty venv brings numpy and onnxruntime,
+    nothing of TensorFlow, and decodes as the full environment does."""
+    import venv
+
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "runs", "build", "*.egg-info", "__pycache__", ".pytest_cache",
+        ".hypothesis", ".cache"))
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = str(env_dir / "bin" / "python")
+    done = subprocess.run([py, "-m", "pip", "install", "--quiet", f"{src}[runtime]"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    code = ("import json, sys, importlib.util as u; import runtime; "
+            "m = runtime.load(sys.argv[1]); "
+            "print(json.dumps({'out': m.translate(json.loads(sys.argv[2])), "
+            "'file': runtime.__file__, "
+            "'absent': [p for p in ('tensorflow', 'keras', 'ai_edge_litert', 'tf2onnx') "
+            "if u.find_spec(p) is None]}))")
+    texts = heldout[:5]
+    done = subprocess.run([py, "-c", code, str(tiny_artifact), json.dumps(texts)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert str(env_dir) in result["file"]  # the installed package, not the checkout
+    assert result["absent"] == ["tensorflow", "keras", "ai_edge_litert", "tf2onnx"]
+    assert result["out"] == runtime.load(tiny_artifact, greedy="step").translate(texts)
 
 
 def test_cli(tiny_artifact, heldout):
@@ -188,38 +283,46 @@ def test_cli(tiny_artifact, heldout):
     assert "Traceback" not in done.stderr
 
 
-def test_beam_search_matches_exhaustive_search(tmp_path):
+def test_beam_search_matches_exhaustive_search_for_each_length_penalty(tmp_path):
     """On a tiny vocabulary and length, a beam wide enough to keep everything finds
-    the same best sequence as scoring every possible output."""
+    the same best sequence as scoring every possible output with
+    sum(log p) / length ** length_penalty (length counts the end token)."""
     from test_export import _keras_io_model
 
     from export.pipeline import export_artifact
 
     vocab = _keras_io_model(tmp_path, 6, "abc ", "\t\nxy", 4, 3, seed=5)
     export_artifact(tmp_path / "s2s_model.keras", vocab, tmp_path / "art", formats=("onnx",),
-                    texts=["a", "bc", "cab"], log=lambda *a, **k: None)
+                    texts=["a", "bc", "cab"], fused=False, log=lambda *a, **k: None)
     model = runtime.load(tmp_path / "art")
     V, L, end = vocab.target_size, vocab.max_output_length, vocab.end_id
+    candidates = []
+    for n in range(1, L + 1):
+        for seq in itertools.product(range(V), repeat=n):
+            ends = [i for i, t in enumerate(seq) if t == end]
+            if (ends == [n - 1]) or (not ends and n == L):
+                candidates.append(seq)
 
-    def score(text, seq):
+    def logprob(text, seq):
         h, c = model.encode([text])
         token, total = vocab.start_id, 0.0
         for tid in seq:
             probs, h, c, _ = model.step([token], h, c)
             total += float(np.log(max(probs[0, tid], 1e-30)))
             token = tid
-        return total / len(seq)
+        return total
 
+    winners = {}
     for text in ("a", "bc", "cab", "c"):
-        candidates = []
-        for n in range(1, L + 1):
-            for seq in itertools.product(range(V), repeat=n):
-                ends = [i for i, t in enumerate(seq) if t == end]
-                if (ends == [n - 1]) or (not ends and n == L):
-                    candidates.append(seq)
-        best = max(candidates, key=lambda s: score(text, s))
-        want = vocab.decode_target(list(best) + [end])
-        assert model.translate([text], beam_size=V ** L) == [want]
+        totals = {seq: logprob(text, seq) for seq in candidates}
+        for penalty in (0.0, 1.0, 2.0):
+            best = max(candidates, key=lambda s: totals[s] / len(s) ** penalty)
+            want = vocab.decode_target(list(best) + [end])
+            got = model.translate([text], beam_size=V ** L, length_penalty=penalty)
+            assert got == [want], (text, penalty)
+            winners.setdefault(text, set()).add(best)
+    # The penalties change the answer somewhere, so ignoring them would be caught.
+    assert any(len(w) > 1 for w in winners.values())
 
 
 @pytest.mark.parametrize("backend, blocked, extra", [("onnx", "onnxruntime", "[runtime]"),

@@ -185,13 +185,23 @@ def test_same_seed_same_model(tmp_path):
     assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
 
 
-def test_mirrored_strategy_trains_with_one_replica(tmp_path):
+def test_mirrored_strategy_trains_the_same_model_with_one_replica(tmp_path):
+    """Under MirroredStrategy with one replica (this CPU machine) training is the same
+    computation: the same weights as the default strategy, and the strategy recorded."""
+    import keras
+
     from train.__main__ import main
 
-    out = tmp_path / "m"
-    assert main([*TINY_TRAIN, "--samples", "300", "--epochs", "1", "--strategy", "mirrored",
-                 "--out", str(out)]) == 0
-    assert (out / "model.keras").exists()
+    weights = {}
+    for strategy in ("default", "mirrored"):
+        out = tmp_path / strategy
+        assert main([*TINY_TRAIN, "--samples", "300", "--epochs", "1", "--strategy", strategy,
+                     "--out", str(out)]) == 0
+        weights[strategy] = keras.models.load_model(out / "model.keras").get_weights()
+    assert read_json(tmp_path / "mirrored" / "train.json")["distribution"] == {
+        "strategy": "MirroredStrategy", "replicas": 1}
+    assert read_json(tmp_path / "default" / "train.json")["distribution"]["replicas"] == 1
+    assert all(np.array_equal(a, b) for a, b in zip(weights["default"], weights["mirrored"]))
 
 
 def test_ctrl_c_keeps_best_checkpoint_loadable(tmp_path):

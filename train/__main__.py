@@ -145,6 +145,8 @@ def run(args) -> int:
             "args": {k: v for k, v in vars(args).items() if k not in ("force", "quiet")},
             "epochs_run": len(history.epochs), "seconds": round(seconds, 1),
             "interrupted": interrupted, "parameters": int(best.count_params()),
+            "distribution": {"strategy": type(strategy).__name__,
+                             "replicas": int(strategy.num_replicas_in_sync)},
             "held_out_exact_match": accuracy,
             "examples": [{"input": p[0], "expected": p[1], "decoded": d}
                          for p, d in list(zip(test_pairs, decoded))[:10]],

@@ -1,0 +1,160 @@
+"""Hand-written mutations of the project's central promises, each applied alone to
+a copy of the source tree, with the tests that should catch it. A mutation the
+tests survive is a hollow spot in the suite.
+
+    make mutants                       # every mutation (about 10 minutes on 2 cores)
+    python tests/mutants.py --list     # names only
+    python tests/mutants.py parity-atol sampling-argmax
+
+Exit code: 0 when every mutation is caught, 1 otherwise. Not part of CI (slow).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str
+    old: str  # must occur exactly once in ``file``
+    new: str
+    tests: tuple[str, ...]  # pytest arguments that should fail once it is applied
+
+
+MUTANTS = (
+    Mutant("parity-atol", "export/parity.py", "ATOL = 1e-5", "ATOL = 1.0",
+           ("tests/test_export.py", "-k", "slightly_wrong or within_fp32")),
+    Mutant("parity-ignores-numbers", "export/parity.py",
+           "ok = value == 0 if key.endswith(\"next_token\") else value <= ATOL",
+           "ok = value == 0 if key.endswith(\"next_token\") else value == value",
+           ("tests/test_export.py", "-k", "slightly_wrong")),
+    Mutant("opguard-lets-flex-through", "export/opguard.py",
+           "or op.startswith(\"Flex\")", "or op.startswith(\"Flax\")",
+           ("tests/test_export.py", "-k", "op_guard")),
+    Mutant("opguard-lets-tensorlist-through", "export/opguard.py",
+           "or \"TensorList\" in op", "or \"TensorArray\" in op",
+           ("tests/test_export.py", "-k", "op_guard")),
+    Mutant("opguard-lets-while-through", "export/opguard.py",
+           "(op == \"WHILE\" and not allow_while)", "(op == \"WHILE\" and allow_while is None)",
+           ("tests/test_export.py", "-k", "op_guard")),
+    Mutant("opguard-lets-variables-through", "export/opguard.py",
+           "FORBIDDEN = {\"VAR_HANDLE\", \"READ_VARIABLE\",", "FORBIDDEN = {",
+           ("tests/test_export.py", "-k", "op_guard")),
+    Mutant("sampling-argmax", "runtime/decoding.py",
+           "token = np.array([rng.choice(len(w), p=w) for w in weights], dtype=np.int32)",
+           "token = weights.argmax(axis=1).astype(np.int32)",
+           ("tests/test_runtime.py", "-k", "sampling or top_k")),
+    Mutant("top-k-ignored", "runtime/decoding.py", "if 0 < top_k < logits.shape[1]:",
+           "if top_k < 0:", ("tests/test_runtime.py", "-k", "sampling or top_k or top_1")),
+    Mutant("length-penalty-ignored", "runtime/decoding.py",
+           "score / (t + 1) ** length_penalty", "score / (t + 1)",
+           ("tests/test_runtime.py", "-k", "exhaustive")),
+    Mutant("greedy-one-token-short", "runtime/decoding.py", "lengths[ended] = t",
+           "lengths[ended] = t - 1", ("tests/test_runtime.py", "-k", "greedy_equals")),
+    Mutant("stream-ignores-end", "runtime/decoding.py", "        if tid == end:\n            break",
+           "        if tid < 0:\n            break", ("tests/test_runtime.py", "-k", "stream")),
+    Mutant("padding-side-flipped", "runtime/vocab.py", "if self.padding.side == \"left\":",
+           "if self.padding.side != \"left\":",
+           ("tests/test_runtime.py", "tests/test_fused.py", "tests/test_export.py")),
+    Mutant("sha256-skipped", "runtime/metadata.py",
+           "if hashlib.sha256(data).hexdigest() != graph.sha256:",
+           "if hashlib.sha256(data).hexdigest() == \"\":",
+           ("tests/test_runtime.py", "-k", "load_errors")),
+    Mutant("fused-never-stops-early", "export/graphs.py",
+           "return tf.logical_and(t < steps, tf.logical_not(tf.reduce_all(done)))",
+           "return t < steps", ("tests/test_fused.py", "-k", "stops_early")),
+    Mutant("auto-ignores-recorded-path", "runtime/model.py",
+           "fused = greedy == \"fused\" or (", "fused = greedy == \"fused\" and (",
+           ("tests/test_fused.py", "-k", "auto")),
+    Mutant("slower-choice-kept", "export/parity.py", "return min(timing_us, key=timing_us.get)",
+           "return max(timing_us, key=timing_us.get)",
+           ("tests/test_export.py", "-k", "faster")),
+    Mutant("runtime-imports-train", "runtime/decoding.py", "from .errors import InputError",
+           "from .errors import InputError\nfrom train import errors as _errors",
+           ("tests/test_runtime.py", "-k", "never_imports")),
+    Mutant("mirrored-strategy-ignored", "train/__main__.py",
+           "if args.strategy == \"mirrored\":", "if args.strategy == \"none\":",
+           ("tests/test_train.py", "-k", "mirrored")),
+)
+
+
+def _copy_tree(dest: Path) -> None:
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "runs", "build", "*.egg-info", "__pycache__", ".pytest_cache",
+        ".hypothesis"))
+
+
+def _pytest(tree: Path, args: tuple[str, ...], timeout: int) -> tuple[int, float]:
+    started = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p",
+                               "no:cacheprovider", *args], cwd=tree, capture_output=True,
+                              text=True, timeout=timeout, env=_env(tree))
+        code = done.returncode
+    except subprocess.TimeoutExpired:
+        code = -1  # a hang counts as caught: the suite did not pass
+    return code, time.monotonic() - started
+
+
+def _env(tree: Path) -> dict:
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(tree), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def run(mutants: list[Mutant], timeout: int) -> int:
+    caught = 0
+    with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
+        for m in mutants:
+            tree = Path(tmp) / m.name
+            _copy_tree(tree)
+            path = tree / m.file
+            source = path.read_text(encoding="utf-8")
+            if source.count(m.old) != 1:
+                print(f"{m.name}: ERROR: the text to mutate occurs {source.count(m.old)} "
+                      f"times in {m.file}; update tests/mutants.py", flush=True)
+                return 2
+            path.write_text(source.replace(m.old, m.new), encoding="utf-8")
+            code, seconds = _pytest(tree, m.tests, timeout)
+            # pytest: 1 tests failed, 2 interrupted, 5 nothing collected (a wrong -k).
+            if code == 5 or code == 4:
+                print(f"{m.name}: ERROR: pytest exit {code} (no tests selected?)", flush=True)
+                return 2
+            verdict = "caught" if code != 0 else "SURVIVED"
+            caught += code != 0
+            print(f"{m.name:34s} {verdict:9s} {seconds:6.0f} s", flush=True)
+            shutil.rmtree(tree)
+    print(f"score: {caught}/{len(mutants)} mutations caught")
+    return 0 if caught == len(mutants) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Apply each hand-written mutation to a copy of "
+                                "the tree and check that its tests fail.")
+    p.add_argument("names", nargs="*", help="mutations to run (default: all)")
+    p.add_argument("--list", action="store_true", help="list the mutations and exit")
+    p.add_argument("--timeout", type=int, default=900, help="seconds per mutation's tests")
+    args = p.parse_args(argv)
+    if args.list:
+        for m in MUTANTS:
+            print(f"{m.name:34s} {m.file}")
+        return 0
+    by_name = {m.name: m for m in MUTANTS}
+    unknown = [n for n in args.names if n not in by_name]
+    if unknown:
+        p.error(f"unknown mutation(s): {', '.join(unknown)}; see --list")
+    return run([by_name[n] for n in args.names] or list(MUTANTS), args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
