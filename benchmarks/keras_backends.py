@@ -25,23 +25,25 @@ class KerasBackend(Backend):
                 return enc(one_hot, training=False)
 
             @tf.function(reduce_retracing=True)
-            def step(token, h, c):
+            def step(token, state):
                 x = tf.one_hot(token[:, None], width)
-                probs, h, c = dec([x, h, c], training=False)
+                probs, *state = dec([x, *state], training=False)
                 probs = probs[:, 0, :]
-                return probs, h, c, tf.argmax(probs, axis=-1, output_type=tf.int32)
+                return probs, tuple(state), tf.argmax(probs, axis=-1, output_type=tf.int32)
 
             self._encode, self._step = encode, step
 
     def encode(self, input_ids):
         one_hot = self.reference.vocab.one_hot_inputs(input_ids)
         if self.mode == "tf.function":
-            h, c = self._encode(one_hot)
-            return h.numpy(), c.numpy()
+            state = self._encode(one_hot)
+            return tuple(np.asarray(t) for t in (state if isinstance(state, (list, tuple))
+                                                 else [state]))
         return self.reference.encode(one_hot, self.mode)
 
-    def step(self, token, h, c):
+    def step(self, token, state):
         if self.mode == "tf.function":
-            return tuple(t.numpy() for t in self._step(token, h, c))
-        probs, h, c = self.reference.step(token, h, c, self.mode)
-        return probs, h, c, probs.argmax(axis=-1).astype(np.int32)
+            probs, state, nxt = self._step(token, tuple(state))
+            return probs.numpy(), tuple(t.numpy() for t in state), nxt.numpy()
+        probs, state = self.reference.step(token, state, self.mode)
+        return probs, state, probs.argmax(axis=-1).astype(np.int32)

@@ -112,9 +112,9 @@ def measure_path(name: str, model: Seq2SeqModel, s: Settings, keras_out: list[st
 
     cycle = itertools.cycle(texts)
     # Bare step call, batch 1, from a real encoder state.
-    h, c = model.encode(texts[:1])
+    state = model.encode(texts[:1])
     token = np.full(1, vocab.start_id, dtype=np.int32)
-    step = lambda: model.backend.step(token, h, c)  # noqa: E731
+    step = lambda: model.backend.step(token, state)  # noqa: E731
     step_s = sample(step, _repeats(step, budget))
     ids = vocab.encode_inputs(texts[:1])
     encode = lambda: model.backend.encode(ids)  # noqa: E731
@@ -211,7 +211,8 @@ def run(s: Settings) -> dict:
     return {"environment": environment(s.threads),
             "settings": {"artifact": str(s.artifact), "model": str(s.model),
                          "inputs": len(s.texts), "batch_sizes": s.batch_sizes,
-                         "budget_s": s.budget, "latent_dim": config.latent_dim,
+                         "budget_s": s.budget, "latent_dim": config.state[0].units,
+                         "architecture": config.architecture,
                          "input_tokens": config.vocabulary.input_size,
                          "target_tokens": config.vocabulary.target_size},
             "paths": results, "ratios": ratios, "cold_start": cold, "file_sizes": sizes,

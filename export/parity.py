@@ -46,32 +46,31 @@ def graph_checks(directory: Path, variant: tuple[str, str], reference: Reference
     graphs = {}
     for name in ("encoder", "decoder_step"):
         g = config.graph(fmt, precision, name)
-        graphs[name] = (config.path(g).read_bytes(), g.file)
+        graphs[name] = (config.path(g).read_bytes(), g.file, g.inputs, g.outputs)
     backend = create(fmt, graphs)
     vocab = reference.vocab
     rng = np.random.default_rng(seed)
     worst: dict[str, float] = {}
+    names = [s.name for s in config.state]
 
     def note(key, got, want):
         worst[key] = max(worst.get(key, 0.0), float(np.max(np.abs(got - want))))
 
-    latent = config.latent_dim
     for ids in (_random_inputs(vocab, rng), vocab.encode_inputs(texts[:32])):
-        want_h, want_c = reference.encode(vocab.one_hot_inputs(ids))
-        got_h, got_c = backend.encode(ids)
-        note("encoder.h", got_h, want_h)
-        note("encoder.c", got_c, want_c)
-        starts = [(np.full(len(ids), vocab.start_id, np.int32), want_h, want_c)]
+        want_state = reference.encode(vocab.one_hot_inputs(ids))
+        for name, got, want in zip(names, backend.encode(ids), want_state):
+            note(f"encoder.{name}", got, want)
         batch = len(ids)
-        starts.append((rng.integers(0, vocab.target_size, batch, dtype=np.int32),
-                       rng.normal(0, 0.5, (batch, latent)).astype(np.float32),
-                       rng.normal(0, 0.5, (batch, latent)).astype(np.float32)))
-        for token, h, c in starts:
-            want_p, want_h2, want_c2 = reference.step(token, h, c)
-            got_p, got_h2, got_c2, got_next = backend.step(token, h, c)
+        starts = [(np.full(batch, vocab.start_id, np.int32), want_state),
+                  (rng.integers(0, vocab.target_size, batch, dtype=np.int32),
+                   tuple(rng.normal(0, 0.5, (batch, s.units)).astype(np.float32)
+                         for s in config.state))]
+        for token, state in starts:
+            want_p, want_state2 = reference.step(token, state)
+            got_p, got_state2, got_next = backend.step(token, state)
             note("decoder_step.probs", got_p, want_p)
-            note("decoder_step.h_out", got_h2, want_h2)
-            note("decoder_step.c_out", got_c2, want_c2)
+            for name, got, want in zip(names, got_state2, want_state2):
+                note(f"decoder_step.{name}_out", got, want)
             top2 = np.sort(want_p, axis=1)[:, -2:]
             clear = top2[:, 1] - top2[:, 0] > 1e-4  # ignore near-ties
             mismatch = (got_next != want_p.argmax(axis=1)) & clear

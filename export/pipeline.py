@@ -10,9 +10,8 @@ from pathlib import Path
 
 import runtime
 from runtime.errors import ArtifactError, DataError, InputError, VocabularyError
-from runtime.metadata import (ARTIFACT_FORMAT, ARTIFACT_VERSION, ENCODER_INPUTS,
-                              ENCODER_OUTPUTS, GREEDY_INPUTS, GREEDY_OUTPUTS, METADATA_FILE,
-                              STEP_INPUTS, STEP_OUTPUTS, sha256_file)
+from runtime.metadata import (ARTIFACT_FORMAT, ARTIFACT_VERSION, METADATA_FILE, StateTensor,
+                              graph_io, sha256_file)
 from runtime.vocab import Vocabulary
 from train import outdir
 from train.fit import HELDOUT_FILE
@@ -70,11 +69,10 @@ def _tflite_file(name: str, precision: str) -> str:
     return f"{name}.tflite" if precision == "fp32" else f"{name}.{precision}.tflite"
 
 
-def _graph_entry(directory: Path, name: str, fmt: str, precision: str, file: str) -> dict:
+def _graph_entry(directory: Path, io: dict, name: str, fmt: str, precision: str,
+                 file: str) -> dict:
     path = directory / file
-    inputs, outputs = {"encoder": (ENCODER_INPUTS, ENCODER_OUTPUTS),
-                       "decoder_step": (STEP_INPUTS, STEP_OUTPUTS),
-                       "greedy": (GREEDY_INPUTS, GREEDY_OUTPUTS)}[name]
+    inputs, outputs = io[name]
     return {"name": name, "format": fmt, "precision": precision, "file": file,
             "sha256": sha256_file(path), "bytes": path.stat().st_size,
             "inputs": list(inputs), "outputs": list(outputs)}
@@ -112,6 +110,8 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
     check_vocabulary(parts, vocab)
     texts = texts or check_texts(vocab, None, 64)
     builder = GraphBuilder(parts, vocab)
+    state = tuple(StateTensor(name, parts.latent_dim) for name in builder.state_names)
+    io = graph_io(state)
     staging = outdir.staging_dir(out)
     try:
         graphs: list[dict] = []
@@ -124,16 +124,16 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
                 log(f"converting {name} to ONNX (opset {opset})", flush=True)
                 convert.to_onnx(fn, staging / f"{name}.onnx", opset,
                                 convert.onnx_props(vocab_dict, name, runtime.__version__))
-                graphs.append(_graph_entry(staging, name, "onnx", "fp32", f"{name}.onnx"))
+                graphs.append(_graph_entry(staging, io, name, "onnx", "fp32", f"{name}.onnx"))
                 if "int8" in quantize:
                     convert.quantize_onnx(staging / f"{name}.onnx", staging / f"{name}.int8.onnx")
-                    graphs.append(_graph_entry(staging, name, "onnx", "int8",
+                    graphs.append(_graph_entry(staging, io, name, "onnx", "int8",
                                                f"{name}.int8.onnx"))
             if fused:
                 log("converting the fused greedy decode to ONNX", flush=True)
                 convert.to_onnx(builder.greedy_fused("onnx"), staging / "greedy.onnx", opset,
                                 convert.onnx_props(vocab_dict, "greedy", runtime.__version__))
-                graphs.append(_graph_entry(staging, "greedy", "onnx", "fp32", "greedy.onnx"))
+                graphs.append(_graph_entry(staging, io, "greedy", "onnx", "fp32", "greedy.onnx"))
             variants += [("onnx", "fp32")] + ([("onnx", "int8")] if "int8" in quantize else [])
         if "tflite" in formats:
             tfl_precisions = ["fp32"] + [q for q in ("int8", "fp16") if q in quantize]
@@ -147,14 +147,14 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
                 if form["timing_us"]:
                     log("  " + ", ".join(f"{k} {v:.0f} µs" for k, v in form["timing_us"].items())
                         + f" per call: {form['style']} kept", flush=True)
-                graphs.append(_graph_entry(staging, "encoder", "tflite", precision, file))
+                graphs.append(_graph_entry(staging, io, "encoder", "tflite", precision, file))
             step_fn = builder.decoder_step()
             for precision in tfl_precisions:
                 file = _tflite_file("decoder_step", precision)
                 log(f"converting decoder_step to TFLite ({precision})", flush=True)
                 convert.to_tflite(step_fn, staging / file, precision)
                 opguard.check_tflite(staging / file, allow_while=False)
-                graphs.append(_graph_entry(staging, "decoder_step", "tflite", precision, file))
+                graphs.append(_graph_entry(staging, io, "decoder_step", "tflite", precision, file))
             if fused:
                 for precision in tfl_precisions:
                     file = _tflite_file("greedy", precision)
@@ -163,11 +163,15 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
                         flush=True)
                     convert.to_tflite(fn, staging / file, precision)
                     opguard.check_tflite(staging / file, allow_while=True)
-                    graphs.append(_graph_entry(staging, "greedy", "tflite", precision, file))
+                    graphs.append(_graph_entry(staging, io, "greedy", "tflite", precision, file))
             variants += [("tflite", p) for p in tfl_precisions]
         metadata = {
             "format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION,
-            "vocabulary": vocab_dict, "latent_dim": parts.latent_dim, "opset": opset,
+            "vocabulary": vocab_dict,
+            "architecture": {"cell": parts.cell, "layers": 1, "units": parts.latent_dim,
+                             "inputs": "one-hot", "output": "logits" if parts.logits
+                             else "softmax"},
+            "state": [{"name": t.name, "units": t.units} for t in state], "opset": opset,
             "graphs": graphs, "versions": _versions(),
             "source_model": {"file": model_path.name, "sha256": sha256_file(model_path)},
             "encoder_note": "inputs are always padded to max_input_length by the "

@@ -72,13 +72,13 @@ def greedy(backend: Backend, input_ids: np.ndarray, start: int, end: int,
     batch = input_ids.shape[0]
     if batch == 1:
         return [list(stream_greedy(backend, input_ids, start, end, steps))]
-    h, c = backend.encode(input_ids)
+    state = backend.encode(input_ids)
     token = np.full(batch, start, dtype=np.int32)
     out = np.empty((batch, steps), dtype=np.int32)
     lengths = np.full(batch, steps)
     active = np.ones(batch, dtype=bool)
     for t in range(steps):
-        probs, h, c, token = backend.step(token, h, c)
+        probs, state, token = backend.step(token, state)
         out[:, t] = token
         ended = active & (token == end)
         if ended.any():
@@ -101,11 +101,11 @@ def fused_greedy(backend: Backend, input_ids: np.ndarray, steps: int) -> list[li
 def stream_greedy(backend: Backend, input_ids: np.ndarray, start: int, end: int,
                   steps: int) -> Iterator[int]:
     """Token ids of one input, yielded as they are decoded (batch 1: the fast path)."""
-    h, c = backend.encode(input_ids[:1])
+    state = backend.encode(input_ids[:1])
     token = np.full(1, start, dtype=np.int32)
     step = backend.step
     for _ in range(steps):
-        probs, h, c, token = step(token, h, c)
+        probs, state, token = step(token, state)
         tid = int(token[0])
         if tid == end:
             break
@@ -117,12 +117,12 @@ def stream_greedy(backend: Backend, input_ids: np.ndarray, start: int, end: int,
 def sample(backend: Backend, input_ids: np.ndarray, start: int, end: int, steps: int,
            temperature: float, top_k: int, rng: np.random.Generator) -> list[list[int]]:
     batch = input_ids.shape[0]
-    h, c = backend.encode(input_ids)
+    state = backend.encode(input_ids)
     token = np.full(batch, start, dtype=np.int32)
     seqs: list[list[int]] = [[] for _ in range(batch)]
     active = np.ones(batch, dtype=bool)
     for _ in range(steps):
-        probs, h, c, _ = backend.step(token, h, c)
+        probs, state, _ = backend.step(token, state)
         _check_finite(probs)
         logits = np.log(np.maximum(probs, 1e-30)) / temperature
         if 0 < top_k < logits.shape[1]:
@@ -146,13 +146,13 @@ def beam_search(backend: Backend, input_ids: np.ndarray, start: int, end: int, s
     """Best hypothesis for one input. A hypothesis ends with the end token or at
     ``steps`` tokens; its score is sum(log p) / length ** length_penalty, where
     length counts the end token. Stops once ``beam_size`` hypotheses ended."""
-    h, c = backend.encode(input_ids[:1])
+    state = backend.encode(input_ids[:1])
     seqs: list[list[int]] = [[]]
     scores = np.zeros(1)
     tokens = np.full(1, start, dtype=np.int32)
     finished: list[tuple[float, list[int]]] = []
     for t in range(steps):
-        probs, h, c, _ = backend.step(tokens, h, c)
+        probs, state, _ = backend.step(tokens, state)
         _check_finite(probs)
         total = scores[:, None] + np.log(np.maximum(probs, 1e-30))
         flat = total.ravel()
@@ -176,7 +176,7 @@ def beam_search(backend: Backend, input_ids: np.ndarray, start: int, end: int, s
         if len(finished) >= beam_size or not keep_rows:
             break
         rows = np.asarray(keep_rows)
-        h, c = h[rows], c[rows]
+        state = tuple(s[rows] for s in state)
         seqs, scores = keep_seqs, np.asarray(keep_scores)
         tokens = np.asarray(keep_tokens, dtype=np.int32)
     return max(finished, key=lambda f: f[0])[1]

@@ -15,18 +15,34 @@ from .errors import ArtifactError, VocabularyError
 from .vocab import Vocabulary
 
 ARTIFACT_FORMAT = "seq2seq-artifact"
-ARTIFACT_VERSION = 1
+ARTIFACT_VERSION = 2
+# Version 1 (the one-layer LSTM, state "h" and "c" of latent_dim) still loads.
+READABLE_VERSIONS = (1, 2)
 METADATA_FILE = "artifact.json"
 GRAPH_NAMES = ("encoder", "decoder_step", "greedy")
-# Fixed tensor names every graph uses, whatever the backend.
+# Fixed tensor names; the decoder state's names come from the metadata ("state").
 ENCODER_INPUTS = ("input_ids",)
-ENCODER_OUTPUTS = ("h", "c")
-STEP_INPUTS = ("token", "h", "c")
-STEP_OUTPUTS = ("probs", "h_out", "c_out", "next_token")
-# The fused greedy decode (optional): ids in, decoded ids and their lengths out.
 GREEDY_INPUTS = ("input_ids",)
 GREEDY_OUTPUTS = ("output_ids", "lengths")
 GREEDY_PATHS = ("step", "fused")
+
+
+@dataclass(frozen=True)
+class StateTensor:
+    """One tensor of the decoder state, ``[batch, units]`` float32: per decoder layer,
+    ``h`` (and ``c`` for an LSTM). The encoder graph returns the decoder's initial
+    state; the step graph takes it and returns it as ``NAME_out``."""
+    name: str
+    units: int
+
+
+def graph_io(state: tuple[StateTensor, ...]) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """Input and output tensor names of each graph, for a decoder state."""
+    names = tuple(s.name for s in state)
+    return {"encoder": (ENCODER_INPUTS, names),
+            "decoder_step": (("token",) + names,
+                             ("probs",) + tuple(f"{n}_out" for n in names) + ("next_token",)),
+            "greedy": (GREEDY_INPUTS, GREEDY_OUTPUTS)}
 
 
 @dataclass(frozen=True)
@@ -45,7 +61,10 @@ class GraphFile:
 class ArtifactConfig:
     directory: Path
     vocabulary: Vocabulary
-    latent_dim: int
+    # The decoder state the graphs pass between calls, in order.
+    state: tuple[StateTensor, ...]
+    # What the model is (cell, layers, inputs), as export recorded it; for people.
+    architecture: dict
     graphs: tuple[GraphFile, ...]
     versions: dict
     parity: dict
@@ -105,30 +124,47 @@ def load_config(directory: str | Path) -> ArtifactConfig:
         raise ArtifactError(f"{meta}: corrupt metadata ({e})") from None
     if not isinstance(d, dict) or d.get("format") != ARTIFACT_FORMAT:
         raise ArtifactError(f"{meta}: not a {ARTIFACT_FORMAT} metadata file")
-    if d.get("version") != ARTIFACT_VERSION:
+    if d.get("version") not in READABLE_VERSIONS:
         raise ArtifactError(f"{meta}: artifact version {d.get('version')!r}, but this runtime "
-                            f"reads version {ARTIFACT_VERSION}; re-export the model")
+                            f"reads versions {', '.join(map(str, READABLE_VERSIONS))}; "
+                            "re-export the model with this toolkit's python -m export")
     try:
         vocab = Vocabulary.from_dict(d["vocabulary"])
+        if d["version"] == 1:
+            latent = int(d["latent_dim"])
+            state = (StateTensor("h", latent), StateTensor("c", latent))
+            architecture = {"cell": "lstm", "layers": 1, "units": latent}
+        else:
+            state = tuple(StateTensor(str(s["name"]), int(s["units"])) for s in d["state"])
+            architecture = dict(d["architecture"])
         graphs = tuple(
             GraphFile(name=g["name"], format=g["format"], precision=g["precision"],
                       file=_safe_relative(directory, g["file"]), sha256=g["sha256"],
                       bytes=int(g["bytes"]), inputs=tuple(g["inputs"]),
                       outputs=tuple(g["outputs"]))
             for g in d["graphs"])
-        latent = int(d["latent_dim"])
         greedy_path = dict(d.get("greedy_path") or {})
     except VocabularyError as e:
         raise ArtifactError(f"{meta}: bad vocabulary: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactError(f"{meta}: field missing or malformed: {e!r}") from None
+    names = [s.name for s in state]
+    if not state or len(set(names)) != len(names) or not all(
+            n.isidentifier() and s.units > 0 for n, s in zip(names, state)):
+        raise ArtifactError(f"{meta}: the decoder state {names} must be distinct names "
+                            "with positive units")
+    io = graph_io(state)
     for g in graphs:
         if g.name not in GRAPH_NAMES:
             raise ArtifactError(f"{meta}: unknown graph {g.name!r}")
+        if (g.inputs, g.outputs) != io[g.name]:
+            raise ArtifactError(f"{meta}: {g.file} lists inputs {list(g.inputs)} and outputs "
+                                f"{list(g.outputs)}; the decoder state {names} needs "
+                                f"{list(io[g.name][0])} and {list(io[g.name][1])}")
     if any(v not in GREEDY_PATHS for v in greedy_path.values()):
         raise ArtifactError(f"{meta}: greedy_path values must be one of {GREEDY_PATHS}")
-    return ArtifactConfig(directory=directory, vocabulary=vocab, latent_dim=latent,
-                          graphs=graphs, versions=dict(d.get("versions", {})),
+    return ArtifactConfig(directory=directory, vocabulary=vocab, state=state,
+                          architecture=architecture, graphs=graphs, versions=dict(d.get("versions", {})),
                           parity=dict(d.get("parity", {})), greedy_path=greedy_path)
 
 

@@ -86,12 +86,14 @@ class Seq2SeqModel:
 
     # -- low level, for apps that write their own loop ------------------
     def encode(self, texts: Sequence[str], unknown: str = "error", too_long: str = "error"):
-        """``(h, c)`` state after the encoder, one row per text."""
+        """The decoder's initial state after the encoder: a tuple of arrays, one row per
+        text, named by ``config.state`` (for a one-layer LSTM: ``h0``, ``c0``)."""
         return self.backend.encode(self.vocabulary.encode_inputs(texts, unknown, too_long))
 
-    def step(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray):
-        """One decoder step: token ids ``[batch]`` -> ``(probs, h, c, argmax)``."""
-        return self.backend.step(np.asarray(tokens, dtype=np.int32), h, c)
+    def step(self, tokens, state):
+        """One decoder step: token ids ``[batch]`` and the state ->
+        ``(probs, state, argmax)``."""
+        return self.backend.step(np.asarray(tokens, dtype=np.int32), tuple(state))
 
 
 def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",
@@ -131,6 +133,7 @@ def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",
     blobs = {}
     for name in ("encoder", "decoder_step") + (("greedy",) if fused else ()):
         graph = config.graph(backend, precision, name)
-        blobs[name] = (read_graph(config, graph, verify), str(config.path(graph)))
+        blobs[name] = (read_graph(config, graph, verify), str(config.path(graph)),
+                       graph.inputs, graph.outputs)
     impl = create(backend, blobs, device, threads)
     return Seq2SeqModel(config, impl, precision, fused)

@@ -18,7 +18,9 @@ QUIET = dict(log=lambda *a, **k: None)
 
 def test_artifact_describes_itself(tiny_artifact):
     meta = read_json(tiny_artifact / "artifact.json")
-    assert meta["format"] == "seq2seq-artifact" and meta["version"] == 1
+    assert meta["format"] == "seq2seq-artifact" and meta["version"] == 2
+    assert meta["state"] == [{"name": "h0", "units": 32}, {"name": "c0", "units": 32}]
+    assert meta["architecture"]["cell"] == "lstm"
     assert meta["parity"]["passed"] is True
     assert {(g["format"], g["name"]) for g in meta["graphs"]} == {
         ("onnx", "encoder"), ("onnx", "decoder_step"), ("onnx", "greedy"),
@@ -47,8 +49,8 @@ def test_onnx_graphs_are_checked_named_dynamic_and_carry_metadata(tiny_artifact)
     assert not dims[0].HasField("dim_value") and not dims[1].HasField("dim_value")
     assert "LSTM" in {n.op_type for n in enc.graph.node}
     step = onnx.load(str(tiny_artifact / "decoder_step.onnx"))
-    assert [i.name for i in step.graph.input] == ["token", "h", "c"]
-    assert {o.name for o in step.graph.output} == {"probs", "h_out", "c_out", "next_token"}
+    assert [i.name for i in step.graph.input] == ["token", "h0", "c0"]
+    assert {o.name for o in step.graph.output} == {"probs", "h0_out", "c0_out", "next_token"}
 
 
 def test_onnx_encoder_takes_any_length(tiny_artifact, reference):
@@ -58,7 +60,7 @@ def test_onnx_encoder_takes_any_length(tiny_artifact, reference):
     session = ort.InferenceSession(str(tiny_artifact / "encoder.onnx"))
     for steps in (1, 5, vocab.max_input_length):
         ids = np.random.default_rng(steps).integers(0, vocab.input_size, (3, steps), np.int32)
-        h, c = session.run(["h", "c"], {"input_ids": ids})
+        h, c = session.run(["h0", "c0"], {"input_ids": ids})
         want_h, want_c = reference.encode(vocab.one_hot_inputs(ids))
         assert np.abs(h - want_h).max() < 1e-5 and np.abs(c - want_c).max() < 1e-5
 
@@ -202,7 +204,7 @@ def test_untrained_model_of_the_seed_shape(tmp_path):
     chars = "abcdefghijklmnopqrstuvwxyz '"
     vocab = _keras_io_model(tmp_path, 128, chars, "\t\n" + chars[:26], 10, 10)
     result = export_artifact(tmp_path / "s2s_model.keras", vocab, tmp_path / "art", **QUIET)
-    assert result.metadata["latent_dim"] == 128
+    assert result.metadata["architecture"]["units"] == 128
     assert all(c.ok for c in result.checks)
 
 
@@ -412,6 +414,6 @@ def test_a_slightly_wrong_graph_fails_parity_and_writes_nothing(tiny_run, heldou
     message = str(err.value)
     assert "greedy" not in message  # only the numbers can tell: the strings still agree
     for fmt in ("onnx", "tflite"):
-        assert f"{fmt}/fp32 decoder_step.c_out" in message
+        assert f"{fmt}/fp32 decoder_step.c0_out" in message
         assert f"{fmt}/fp32 encoder" not in message  # the encoder was left alone
     assert not out.exists() and not list(tmp_path.iterdir())

@@ -68,11 +68,11 @@ def test_fused_graph_stops_early_once_every_row_ended(tiny_artifact, heldout):
     # Batches whose rows all end early: what the step graph decodes past the end.
     done = int(lengths.max()) + 1
     assert done < steps, "every row must end early for this test"
-    h, c = model.backend.encode(ids)
+    state = model.backend.encode(ids)
     token = np.full(len(ids), vocab.start_id, np.int32)
     past_end = []
     for t in range(steps):
-        _, h, c, token = model.backend.step(token, h, c)
+        _, state, token = model.backend.step(token, state)
         if t >= done:
             past_end.append(token)
     assert np.any(np.stack(past_end) != 0), "a never-stopping graph would be invisible"

@@ -82,7 +82,7 @@ def test_corrupted_model_files_give_a_named_error(tiny_artifact, heldout, tmp_pa
 def test_corrupted_metadata_gives_a_named_error(tiny_artifact, heldout, tmp_path):
     meta = (tiny_artifact / "artifact.json").read_text()
     other_version = json.loads(meta)
-    other_version["version"] = 2
+    other_version["version"] = 99
     wrong_hash = json.loads(meta)
     wrong_hash["graphs"][0]["sha256"] = "0" * 64
     outside = json.loads(meta)

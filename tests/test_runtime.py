@@ -50,10 +50,10 @@ def _logprobs(model, text: str, out: str):
     ids = vocab.encode_target(out)
     if len(ids) < vocab.max_output_length:
         ids = ids + [vocab.end_id]
-    h, c = model.encode([text])
+    state = model.encode([text])
     token, rows = vocab.start_id, []
     for tid in ids:
-        probs, h, c, _ = model.step([token], h, c)
+        probs, state, _ = model.step([token], state)
         rows.append((probs[0], tid))
         token = tid
     return rows
@@ -109,9 +109,11 @@ def test_eight_threads_equal_serial(model, heldout):
 
 
 def test_low_level_encode_and_step(model, heldout):
-    h, c = model.encode(heldout[:2])
-    assert h.shape == c.shape == (2, model.config.latent_dim)
-    probs, h2, c2, nxt = model.step([model.vocabulary.start_id] * 2, h, c)
+    state = model.encode(heldout[:2])
+    assert [s.name for s in model.config.state] == ["h0", "c0"]
+    assert [a.shape for a in state] == [(2, s.units) for s in model.config.state]
+    probs, state2, nxt = model.step([model.vocabulary.start_id] * 2, state)
+    assert len(state2) == 2 and not any(np.array_equal(a, b) for a, b in zip(state, state2))
     assert probs.shape == (2, model.vocabulary.target_size)
     assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
     assert nxt.tolist() == probs.argmax(axis=1).tolist()
@@ -177,7 +179,7 @@ def test_load_errors(tiny_artifact, tmp_path):
     meta = json.loads((broken / "artifact.json").read_text())
     meta["version"] = 99
     (broken / "artifact.json").write_text(json.dumps(meta))
-    with pytest.raises(ArtifactError, match="version 99"):
+    with pytest.raises(ArtifactError, match="version 99.*re-export"):
         runtime.load(broken)
     (broken / "artifact.json").unlink()
     with pytest.raises(ArtifactError, match="metadata file missing"):
@@ -304,10 +306,10 @@ def test_beam_search_matches_exhaustive_search_for_each_length_penalty(tmp_path)
                 candidates.append(seq)
 
     def logprob(text, seq):
-        h, c = model.encode([text])
+        state = model.encode([text])
         token, total = vocab.start_id, 0.0
         for tid in seq:
-            probs, h, c, _ = model.step([token], h, c)
+            probs, state, _ = model.step([token], state)
             total += float(np.log(max(probs[0, tid], 1e-30)))
             token = tid
         return total
@@ -345,3 +347,21 @@ except runtime.BackendError as e:
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("BackendError:") and extra in done.stdout
+
+
+@pytest.mark.parametrize("backend, greedy", PATHS)
+def test_version_1_artifacts_still_load_and_decode_as_keras(backend, greedy):
+    """An artifact written before the decoder state became data (version 1: one LSTM,
+    state "h" and "c") loads with that state and gives the Keras answers recorded
+    when it was made."""
+    art = ROOT / "tests" / "data" / "artifact-v1"
+    want = json.loads((art / "keras.json").read_text(encoding="utf-8"))
+    model = runtime.load(art, backend=backend, greedy=greedy)
+    assert [(s.name, s.units) for s in model.config.state] == [("h", 8), ("c", 8)]
+    texts = want["texts"]
+    assert model.translate(texts) == want["greedy"]
+    state = model.encode(texts)
+    np.testing.assert_allclose(state[0], want["h"], atol=1e-5)
+    np.testing.assert_allclose(state[1], want["c"], atol=1e-5)
+    probs, _, _ = model.step([model.vocabulary.start_id] * len(texts), state)
+    np.testing.assert_allclose(probs, want["first_step_probs"], atol=1e-5)

@@ -12,7 +12,19 @@ import numpy as np
 
 from runtime.vocab import Vocabulary
 
-from .structure import check_vocabulary, locate
+from .structure import CELLS, cell_of, check_vocabulary, locate
+
+
+def _stepping_layer(rnn):
+    """The decoder RNN returning its state. keras.io's GRU decoder has no
+    ``return_state``: then a Keras copy with it, holding the trained weights."""
+    if rnn.return_state:
+        return rnn
+    config = {**rnn.get_config(), "return_state": True, "name": f"{rnn.name}_stepping"}
+    clone = CELLS[cell_of(rnn)][0].from_config(config)
+    clone.build(rnn.input_spec[0].shape if rnn.input_spec else (None, None, None))
+    clone.set_weights(rnn.get_weights())
+    return clone
 
 
 class ReferenceDecoder:
@@ -25,39 +37,41 @@ class ReferenceDecoder:
                                    name="reference_encoder")
         latent = parts.latent_dim
         token = keras.Input(shape=(None, vocab.target_size), name="token")
-        h_in = keras.Input(shape=(latent,), name="h")
-        c_in = keras.Input(shape=(latent,), name="c")
-        seq, h_out, c_out = parts.decoder_lstm(token, initial_state=[h_in, c_in])
-        probs = parts.dense(seq)
-        self.decoder = keras.Model([token, h_in, c_in], [probs, h_out, c_out],
+        state_in = [keras.Input(shape=(latent,), name=k) for k in parts.state_kinds]
+        seq, *state_out = _stepping_layer(parts.decoder_rnn)(token, initial_state=state_in)
+        out = parts.dense(seq)
+        if parts.logits:  # the runtime's probs are always probabilities
+            out = keras.layers.Softmax()(out)
+        self.decoder = keras.Model([token, *state_in], [out, *state_out],
                                    name="reference_decoder_step")
 
     # Two ways of calling a Keras model, kept so the benchmarks can compare them.
-    def _run(self, model, inputs, mode: str):
-        if mode == "predict":
-            return [np.asarray(x) for x in model.predict(inputs, verbose=0)]
-        return [np.asarray(x) for x in model(inputs, training=False)]
+    def _run(self, model, inputs, mode: str) -> list[np.ndarray]:
+        out = model.predict(inputs, verbose=0) if mode == "predict" else model(
+            inputs, training=False)
+        return [np.asarray(x) for x in (out if isinstance(out, (list, tuple)) else [out])]
 
-    def encode(self, one_hot: np.ndarray, mode: str = "call"):
-        h, c = self._run(self.encoder, one_hot, mode)
-        return h, c
+    def encode(self, one_hot: np.ndarray, mode: str = "call") -> tuple:
+        """The decoder's initial state: a tuple of ``[batch, latent]`` arrays."""
+        return tuple(self._run(self.encoder, one_hot, mode))
 
-    def step(self, token_ids: np.ndarray, h: np.ndarray, c: np.ndarray, mode: str = "call"):
+    def step(self, token_ids: np.ndarray, state: tuple, mode: str = "call"):
+        """``(probs [batch, targets], state)`` after one decoder step."""
         x = self.vocab.one_hot_targets(token_ids.reshape(-1, 1))
-        probs, h, c = self._run(self.decoder, [x, h, c], mode)
-        return probs[:, 0, :], h, c
+        probs, *state = self._run(self.decoder, [x, *state], mode)
+        return probs[:, 0, :], tuple(state)
 
     def greedy_ids(self, texts: Sequence[str], mode: str = "call",
                    max_length: int | None = None) -> list[list[int]]:
         """Greedy token ids per text (end token excluded)."""
         vocab = self.vocab
         steps = max_length or vocab.max_output_length
-        h, c = self.encode(vocab.one_hot_inputs(vocab.encode_inputs(texts)), mode)
+        state = self.encode(vocab.one_hot_inputs(vocab.encode_inputs(texts)), mode)
         tokens = np.full(len(texts), vocab.start_id, dtype=np.int64)
         out = [[] for _ in texts]
         done = np.zeros(len(texts), dtype=bool)
         for _ in range(steps):
-            probs, h, c = self.step(tokens, h, c, mode)
+            probs, state = self.step(tokens, state, mode)
             tokens = probs.argmax(axis=-1)
             for i in np.flatnonzero(~done):
                 if tokens[i] == vocab.end_id:

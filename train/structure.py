@@ -1,8 +1,8 @@
 """Find the parts of a seq2seq model by the graph's structure, never by position.
 
-Works for any Keras 3 functional model of the seed's shape, whatever its
+Works for any Keras 3 functional model of the supported shape, whatever its
 layers are called: walks back from the model's output to the Dense, from
-there to the decoder LSTM, and from its ``initial_state`` to the encoder LSTM.
+there to the decoder RNN, and from its ``initial_state`` to the encoder RNN.
 """
 from __future__ import annotations
 
@@ -15,24 +15,32 @@ from runtime.vocab import Vocabulary
 
 from .errors import ModelShapeError
 
+# The recurrent layers export can rebuild, and the state each one carries.
+CELLS = {"lstm": (keras.layers.LSTM, ("h", "c")), "gru": (keras.layers.GRU, ("h",))}
 EXPECTED = ("a functional model with two one-hot inputs (encoder, decoder) -> "
-            "LSTM(return_state=True) on the encoder input, whose [h, c] start an "
-            "LSTM(return_sequences=True, return_state=True) on the decoder input -> "
-            "Dense(softmax) as the only output")
+            "LSTM or GRU (return_state=True) on the encoder input, whose final state "
+            "([h, c] for LSTM, h for GRU) starts a layer of the same kind "
+            "(return_sequences=True) on the decoder input -> Dense (softmax or linear "
+            "logits) as the only output")
 
 
 @dataclass(frozen=True)
 class Seq2SeqParts:
-    encoder_lstm: keras.layers.LSTM
-    decoder_lstm: keras.layers.LSTM
+    cell: str  # "lstm" or "gru"
+    encoder_rnn: keras.layers.RNN
+    decoder_rnn: keras.layers.RNN
     dense: keras.layers.Dense
     encoder_input: object  # KerasTensor
     decoder_input: object
-    encoder_states: tuple  # (h, c) KerasTensors
+    encoder_states: tuple  # the encoder's final state, KerasTensors
 
     @property
     def latent_dim(self) -> int:
-        return int(self.encoder_lstm.units)
+        return int(self.decoder_rnn.units)
+
+    @property
+    def state_kinds(self) -> tuple[str, ...]:
+        return CELLS[self.cell][1]
 
     @property
     def input_size(self) -> int:
@@ -41,6 +49,11 @@ class Seq2SeqParts:
     @property
     def target_size(self) -> int:
         return int(self.dense.units)
+
+    @property
+    def logits(self) -> bool:
+        """The Dense gives logits (linear), not probabilities (softmax)."""
+        return getattr(self.dense.activation, "__name__", "") == "linear"
 
 
 def _producer(tensor):
@@ -56,8 +69,19 @@ def _fail(found: str) -> None:
                           f"found {found}")
 
 
+def cell_of(layer) -> str | None:
+    """"lstm" or "gru" for a layer that computes what Keras's LSTM or GRU does: the
+    class itself, or a subclass that changes neither ``call`` nor the cell (such as
+    the Keras 2 loading adapter); else None."""
+    for name, (cls, _) in CELLS.items():
+        if (isinstance(layer, cls) and type(layer).call is cls.call
+                and type(layer.cell) is type(cls(1).cell)):
+            return name
+    return None
+
+
 def locate(model) -> Seq2SeqParts:
-    """The encoder LSTM, decoder LSTM and Dense of ``model``, found by structure."""
+    """The encoder RNN, decoder RNN and Dense of ``model``, found by structure."""
     if not isinstance(model, keras.Model) or not hasattr(model, "inputs") or not model.inputs:
         _fail(f"a {type(model).__name__} that is not a functional Keras model")
     if len(model.inputs) != 2 or len(model.outputs) != 1:
@@ -65,39 +89,48 @@ def locate(model) -> Seq2SeqParts:
     dense, dense_node, _ = _producer(model.outputs[0])
     if not isinstance(dense, keras.layers.Dense):
         _fail(f"the output is produced by {type(dense).__name__}, not Dense")
-    if getattr(dense.activation, "__name__", "") != "softmax":
-        _fail(f"the Dense activation is {getattr(dense.activation, '__name__', '?')}, "
-              "not softmax")
+    activation = getattr(dense.activation, "__name__", "?")
+    if activation not in ("softmax", "linear"):
+        _fail(f"the Dense activation is {activation}, not softmax or linear")
     decoder, dec_node, dec_index = _producer(dense_node.input_tensors[0])
-    if not isinstance(decoder, keras.layers.LSTM) or dec_index != 0:
+    cell = cell_of(decoder)
+    if cell is None or dec_index != 0:
         _fail(f"the Dense reads {type(decoder).__name__} output {dec_index}, "
-              "not a decoder LSTM's sequence output")
-    if not (decoder.return_sequences and decoder.return_state):
-        _fail("a decoder LSTM without return_sequences=True and return_state=True")
+              "not a decoder LSTM's or GRU's sequence output")
+    if not decoder.return_sequences:
+        _fail(f"a decoder {type(decoder).__name__} without return_sequences=True")
+    kinds = CELLS[cell][1]
     tensors = dec_node.input_tensors
-    if len(tensors) != 3:
-        _fail(f"a decoder LSTM called with {len(tensors)} tensors, not input + [h, c]")
+    if len(tensors) != 1 + len(kinds):
+        _fail(f"a decoder {type(decoder).__name__} called with {len(tensors)} tensors, not "
+              f"its input + initial_state [{', '.join(kinds)}]")
     dec_input = tensors[0]
     states = tensors[1:]
     encoders = {id(_producer(s)[0]) for s in states}
     encoder, enc_node, _ = _producer(states[0])
-    if (len(encoders) != 1 or not isinstance(encoder, keras.layers.LSTM)
-            or [_producer(s)[2] for s in states] != [1, 2]):
-        _fail("a decoder LSTM whose initial_state is not the [h, c] of one encoder LSTM")
+    if (len(encoders) != 1 or cell_of(encoder) != cell
+            or [_producer(s)[2] for s in states] != list(range(1, len(kinds) + 1))):
+        _fail(f"a decoder {type(decoder).__name__} whose initial_state is not the final "
+              f"[{', '.join(kinds)}] of one encoder {type(decoder).__name__}")
     if encoder.return_sequences or not encoder.return_state:
-        _fail("an encoder LSTM that is not LSTM(return_state=True, return_sequences=False)")
+        _fail("an encoder RNN that is not (return_state=True, return_sequences=False)")
     enc_input = enc_node.input_tensors[0]
     model_inputs = {id(t) for t in model.inputs}
     if id(enc_input) not in model_inputs or id(dec_input) not in model_inputs:
-        _fail("LSTMs that do not read the model's inputs directly")
+        _fail("RNNs that do not read the model's inputs directly")
     if encoder.units != decoder.units:
         _fail(f"encoder latent {encoder.units} != decoder latent {decoder.units}")
     if int(dec_input.shape[-1]) != int(dense.units):
         _fail(f"decoder input width {dec_input.shape[-1]} != Dense units {dense.units}")
     for layer in (encoder, decoder):
         if layer.go_backwards or layer.stateful:
-            _fail(f"LSTM {layer.name!r} with go_backwards or stateful set")
-    return Seq2SeqParts(encoder, decoder, dense, enc_input, dec_input, tuple(states))
+            _fail(f"{type(layer).__name__} {layer.name!r} with go_backwards or stateful set")
+        names = (getattr(layer.cell.activation, "__name__", ""),
+                 getattr(layer.cell.recurrent_activation, "__name__", ""))
+        if names != ("tanh", "sigmoid"):
+            _fail(f"{type(layer).__name__} {layer.name!r} with activations {names}, not "
+                  "the default (tanh, sigmoid)")
+    return Seq2SeqParts(cell, encoder, decoder, dense, enc_input, dec_input, tuple(states))
 
 
 def check_vocabulary(parts: Seq2SeqParts, vocab: Vocabulary) -> None:

@@ -14,18 +14,22 @@ BACKENDS = ("onnx", "tflite")
 DEVICES = ("cpu", "cuda")
 
 
+State = tuple  # the decoder state: one float32 [batch, units] array per state tensor
+
+
 class Backend(ABC):
-    """Runs the encoder and the single-step decoder of one artifact."""
+    """Runs the encoder and the single-step decoder of one artifact. The decoder state
+    is a tuple of arrays, in the order the artifact's metadata lists (``state``)."""
 
     name: str = "?"
 
     @abstractmethod
-    def encode(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``input_ids`` int32 ``[batch, steps]`` -> ``(h, c)``, each ``[batch, latent]``."""
+    def encode(self, input_ids: np.ndarray) -> State:
+        """``input_ids`` int32 ``[batch, steps]`` -> the decoder's initial state."""
 
     @abstractmethod
-    def step(self, token: np.ndarray, h: np.ndarray, c: np.ndarray):
-        """``token`` int32 ``[batch]`` and the state -> ``(probs, h, c, next_token)``;
+    def step(self, token: np.ndarray, state: State) -> tuple[np.ndarray, State, np.ndarray]:
+        """``token`` int32 ``[batch]`` and the state -> ``(probs, state, next_token)``;
         ``next_token`` is the argmax of ``probs``, computed inside the graph."""
 
     def greedy(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -35,10 +39,13 @@ class Backend(ABC):
     has_fused = False
 
 
-def create(name: str, graphs: dict[str, tuple[bytes, str]], device: str = "cpu",
-           threads: int = 1) -> Backend:
+# Per graph name, (bytes, file name, input names, output names).
+Graphs = dict[str, tuple[bytes, str, tuple[str, ...], tuple[str, ...]]]
+
+
+def create(name: str, graphs: Graphs, device: str = "cpu", threads: int = 1) -> Backend:
     """``graphs`` maps "encoder", "decoder_step" and optionally "greedy" to
-    ``(file bytes, file name)``."""
+    ``(file bytes, file name, input names, output names)``."""
     from ..errors import BackendError
 
     if name == "onnx":

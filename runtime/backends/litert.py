@@ -12,8 +12,6 @@ import threading
 
 
 from ..errors import ArtifactError, BackendError
-from ..metadata import (ENCODER_INPUTS, ENCODER_OUTPUTS, GREEDY_INPUTS, GREEDY_OUTPUTS,
-                        STEP_INPUTS, STEP_OUTPUTS)
 from . import Backend
 
 
@@ -27,7 +25,7 @@ def _import_interpreter():
 
 
 class _Graph:
-    def __init__(self, Interpreter, data: bytes, filename: str, inputs, outputs, threads):
+    def __init__(self, Interpreter, threads, data: bytes, filename: str, inputs, outputs):
         try:
             self.interp = Interpreter(model_content=data, num_threads=threads)
             runner = self.interp.get_signature_runner()
@@ -67,23 +65,19 @@ class LiteRTBackend(Backend):
 
     def __init__(self, graphs: dict, threads: int = 1):
         Interpreter = _import_interpreter()
-        self._encoder = _Graph(Interpreter, *graphs["encoder"], ENCODER_INPUTS,
-                               ENCODER_OUTPUTS, threads)
-        self._step = _Graph(Interpreter, *graphs["decoder_step"], STEP_INPUTS, STEP_OUTPUTS,
-                            threads)
+        self._encoder = _Graph(Interpreter, threads, *graphs["encoder"])
+        self._step = _Graph(Interpreter, threads, *graphs["decoder_step"])
         self._greedy = None
         if "greedy" in graphs:
-            self._greedy = _Graph(Interpreter, *graphs["greedy"], GREEDY_INPUTS,
-                                  GREEDY_OUTPUTS, threads)
+            self._greedy = _Graph(Interpreter, threads, *graphs["greedy"])
             self.has_fused = True
 
     def encode(self, input_ids):
-        h, c = self._encoder(input_ids)
-        return h, c
+        return tuple(self._encoder(input_ids))
 
-    def step(self, token, h, c):
-        probs, h, c, nxt = self._step(token, h, c)
-        return probs, h, c, nxt
+    def step(self, token, state):
+        out = self._step(token, *state)
+        return out[0], tuple(out[1:-1]), out[-1]
 
     def greedy(self, input_ids):
         if self._greedy is None:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 
 from ..errors import ArtifactError, BackendError
-from ..metadata import (ENCODER_INPUTS, ENCODER_OUTPUTS, GREEDY_INPUTS, GREEDY_OUTPUTS,
-                        STEP_INPUTS, STEP_OUTPUTS)
 from . import Backend
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -41,18 +39,18 @@ class OnnxBackend(Backend):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.device = device
-        self._encoder = self._session(ort, *graphs["encoder"], options, provider,
-                                      ENCODER_INPUTS, ENCODER_OUTPUTS)
-        self._step = self._session(ort, *graphs["decoder_step"], options, provider,
-                                   STEP_INPUTS, STEP_OUTPUTS)
+        self._encoder = self._session(ort, *graphs["encoder"], options, provider)
+        self._step = self._session(ort, *graphs["decoder_step"], options, provider)
+        self._enc_out = graphs["encoder"][3]
+        self._step_in, self._step_out = graphs["decoder_step"][2:]
         self._greedy = None
         if "greedy" in graphs:
-            self._greedy = self._session(ort, *graphs["greedy"], options, provider,
-                                         GREEDY_INPUTS, GREEDY_OUTPUTS)
+            self._greedy = self._session(ort, *graphs["greedy"], options, provider)
+            self._greedy_out = graphs["greedy"][3]
             self.has_fused = True
 
     @staticmethod
-    def _session(ort, data: bytes, filename: str, options, provider, inputs, outputs):
+    def _session(ort, data: bytes, filename: str, inputs, outputs, options, provider):
         try:
             session = ort.InferenceSession(data, sess_options=options, providers=[provider])
         except Exception as e:  # onnxruntime raises its own untyped errors
@@ -74,15 +72,14 @@ class OnnxBackend(Backend):
         return session
 
     def encode(self, input_ids):
-        h, c = self._encoder.run(ENCODER_OUTPUTS, {"input_ids": input_ids})
-        return h, c
+        return tuple(self._encoder.run(self._enc_out, {"input_ids": input_ids}))
 
-    def step(self, token, h, c):
-        probs, h, c, nxt = self._step.run(STEP_OUTPUTS, {"token": token, "h": h, "c": c})
-        return probs, h, c, nxt
+    def step(self, token, state):
+        out = self._step.run(self._step_out, dict(zip(self._step_in, (token, *state))))
+        return out[0], tuple(out[1:-1]), out[-1]
 
     def greedy(self, input_ids):
         if self._greedy is None:
             return super().greedy(input_ids)
-        ids, lengths = self._greedy.run(GREEDY_OUTPUTS, {"input_ids": input_ids})
+        ids, lengths = self._greedy.run(self._greedy_out, {"input_ids": input_ids})
         return ids, lengths
