@@ -21,12 +21,13 @@ class KerasBackend(Backend):
             width = vocab.target_size
 
             @tf.function(reduce_retracing=True)
-            def encode(one_hot):
-                return enc(one_hot, training=False)
+            def encode(inputs):
+                return enc(inputs, training=False)
 
             @tf.function(reduce_retracing=True)
             def step(token, state):
-                x = tf.one_hot(token[:, None], width)
+                x = (tf.one_hot(token[:, None], width) if reference.parts.decoder_embedding
+                     is None else token[:, None])
                 probs, *state = dec([x, *state], training=False)
                 probs = probs[:, 0, :]
                 return probs, tuple(state), tf.argmax(probs, axis=-1, output_type=tf.int32)
@@ -34,12 +35,15 @@ class KerasBackend(Backend):
             self._encode, self._step = encode, step
 
     def encode(self, input_ids):
-        one_hot = self.reference.vocab.one_hot_inputs(input_ids)
         if self.mode == "tf.function":
-            state = self._encode(one_hot)
-            return tuple(np.asarray(t) for t in (state if isinstance(state, (list, tuple))
-                                                 else [state]))
-        return self.reference.encode(one_hot, self.mode)
+            state = self._encode(self.reference.encoder_inputs(input_ids))
+            given = iter(state if isinstance(state, (list, tuple)) else [state])
+            # Decoder layers started from zeros, as ReferenceDecoder.encode does.
+            return tuple(np.asarray(next(given)) if rec.state_from is not None else
+                         np.zeros((len(input_ids), rec.units), np.float32)
+                         for rec in self.reference.parts.decoder
+                         for _ in self.reference.parts.state_kinds)
+        return self.reference.encode(input_ids, self.mode)
 
     def step(self, token, state):
         if self.mode == "tf.function":

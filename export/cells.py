@@ -21,8 +21,8 @@ from train.structure import CELLS
 class CellWeights:
     kind: str  # "lstm" or "gru"
     units: int
-    # [inputs + 1, gates * units]: one-hot row i times the kernel, plus the input bias.
-    table: np.ndarray
+    kernel: np.ndarray  # [inputs, gates * units]
+    bias: np.ndarray  # [gates * units], added to the input's product
     recurrent: np.ndarray  # [units, gates * units]
     # GRU with reset_after (Keras 3's default): the bias added to h @ recurrent.
     recurrent_bias: np.ndarray | None = None
@@ -31,6 +31,15 @@ class CellWeights:
     @property
     def state_kinds(self) -> tuple[str, ...]:
         return CELLS[self.kind][1]
+
+    def table(self, embedding: np.ndarray | None = None) -> np.ndarray:
+        """Input rows per id, bias included: ``embedding @ kernel``, or for one-hot
+        inputs the kernel's rows plus a last row for the all-zero padding id."""
+        if embedding is not None:
+            product = embedding.astype(np.float64) @ self.kernel.astype(np.float64)
+            return (product + self.bias).astype(np.float32)
+        pad = np.zeros((1, self.kernel.shape[1]), np.float32)
+        return np.concatenate([self.kernel, pad]) + self.bias
 
 
 def _named(layer: keras.layers.Layer) -> dict[str, np.ndarray]:
@@ -48,24 +57,31 @@ def cell_weights(layer: keras.layers.RNN, kind: str) -> CellWeights:
     if reset_after:
         bias, recurrent_bias = (bias[0], bias[1]) if bias.ndim == 2 else (
             bias, np.zeros(gates, np.float32))
-    pad = np.zeros((1, gates), np.float32)
-    return CellWeights(kind, int(layer.units), np.concatenate([kernel, pad]) + bias, recurrent,
-                       recurrent_bias, reset_after)
+    return CellWeights(kind, int(layer.units), kernel, bias, recurrent, recurrent_bias,
+                       reset_after)
 
 
 class CellOps:
     """The cell's step as tf ops. Make it inside the traced function: constants
     captured from outside would become extra graph inputs in tf2onnx."""
 
-    def __init__(self, w: CellWeights):
+    def __init__(self, w: CellWeights, table: np.ndarray | None = None):
         self.w = w
-        self.table = tf.constant(w.table)
         self.recurrent = tf.constant(w.recurrent)
         if w.recurrent_bias is not None:
             self.recurrent_bias = tf.constant(w.recurrent_bias)
+        if table is not None:  # the bottom layer: ids index the table
+            self.table = tf.constant(table)
+        else:  # a layer above another: its sequence output is the input
+            self.kernel, self.bias = tf.constant(w.kernel), tf.constant(w.bias)
 
     def rows(self, ids):
+        """``xwb`` for token ids (bottom layer)."""
         return tf.gather(self.table, ids)
+
+    def project(self, x):
+        """``xwb`` for the output of the layer below."""
+        return tf.matmul(x, self.kernel) + self.bias
 
     def step(self, xwb, state: tuple) -> tuple:
         """One step from ``xwb`` (rows of the input table) and the state."""
@@ -99,16 +115,27 @@ class CellOps:
         return self.step(xwb, (zero,))
 
 
-def _keras_class(layer):
-    return next(cls for cls, _ in CELLS.values() if isinstance(layer, cls))
+def _no_cudnn(config):
+    """Turn cuDNN off in a layer config and every layer config nested in it, so a
+    GPU machine exports the same graph (tf2onnx cannot convert cuDNN kernels)."""
+    if isinstance(config, dict):
+        if "use_cudnn" in config:
+            config["use_cudnn"] = False
+        for value in config.values():
+            _no_cudnn(value)
+    return config
 
 
-def keras_layer(layer: keras.layers.RNN, width: int) -> keras.layers.RNN:
-    """A fresh Keras copy of ``layer`` that returns its final state, without cuDNN
-    (so a GPU machine exports the same graph), holding the trained weights."""
-    config = {**layer.get_config(), "return_sequences": False, "return_state": True,
-              "use_cudnn": False, "name": f"{layer.name}_export"}
-    fresh = _keras_class(layer).from_config(config)
-    fresh.build((None, None, width))
-    fresh.set_weights(layer.get_weights())
-    return fresh
+def keras_encoder(model: keras.Model) -> keras.Model:
+    """A fresh Keras copy of the encoder model with cuDNN off and the trained weights.
+    Adapted layers (Keras 2 files) become Keras's own class, which computes the same."""
+    def fresh(layer):
+        config = _no_cudnn(layer.get_config())
+        for cls, _ in CELLS.values():
+            if isinstance(layer, cls):
+                return cls.from_config(config)
+        return type(layer).from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=fresh)
+    clone.set_weights(model.get_weights())
+    return clone

@@ -40,7 +40,10 @@ def write_encoder(builder: GraphBuilder, directory: Path, file: str, precision: 
                   style: str = "auto") -> dict:
     """Convert the encoder to ``directory / file`` in the given form; "auto" converts
     both, times each and keeps the faster. Returns what the metadata records."""
-    styles = ENCODER_STYLES if style == "auto" else (style,)
+    if style == "auto":
+        styles = ENCODER_STYLES if builder.loopable else ("unrolled",)
+    else:
+        styles = (style,)
     timing = {}
     for form in styles:
         path = directory / f"{file}.{form}"

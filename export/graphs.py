@@ -1,98 +1,195 @@
 """The graphs export converts, built from the trained layers' weights.
 
 * encoder: ``input_ids`` int32 [batch, steps] -> the decoder's initial state,
-  one tensor per name in ``state_names`` ([batch, latent] each)
+  one tensor per name in ``state_names`` ([batch, units] each)
 * decoder_step: ``token`` int32 [batch] and the state -> ``probs`` [batch, vocab],
   the state as ``NAME_out``, and ``next_token`` int32 (the argmax, so the
   runtime's loop does no work of its own per step)
+* greedy: ``input_ids`` -> ``output_ids`` [batch, max_output_length], ``lengths``
 
-The state's names come from the cell (``h``, ``c`` for an LSTM, ``h`` for a GRU)
-with the decoder layer's index: ``h0``, ``c0``. The ONNX encoder runs a fresh
-Keras copy of the encoder layer (no cuDNN, so a GPU machine exports too) that
-tf2onnx fuses into one ONNX ``LSTM`` or ``GRU`` op with a dynamic time axis.
-TFLite cannot take that loop with builtin ops, so its encoder runs the cell
-(``cells.CellOps``) over the fixed ``max_input_length`` steps, unrolled or in a
-``WHILE`` (``encoder_choice`` picks): the runtime always pads inputs to that
-length, as training did, so every input length gives Keras's answer.
+The state is per decoder layer ``i``: ``h{i}`` (and ``c{i}`` for an LSTM), in
+layer order; layers the model starts from zeros get zeros from the encoder.
+
+The ONNX encoder runs a fresh Keras copy of the model's encoder (no cuDNN, so a
+GPU machine exports too), which tf2onnx converts with a dynamic time axis. TFLite
+cannot take Keras's loops with builtin ops, so its encoder runs the cells
+(``cells.CellOps``) over the fixed ``max_input_length`` steps, unrolled or, for a
+single unidirectional layer, in a ``WHILE`` (``encoder_choice`` picks): the
+runtime always pads inputs to that length, as training did, so every input
+length gives Keras's answer. With ``mask_zero`` the padding steps leave the
+state unchanged, as in Keras.
 """
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from runtime.vocab import Vocabulary
 from train.structure import Seq2SeqParts
 
-from .cells import CellOps, cell_weights, keras_layer
+from .cells import CellOps, cell_weights, keras_encoder
 
 # How the TFLite encoder runs its fixed number of steps (export measures both).
 ENCODER_STYLES = ("unrolled", "loop")
+
+
+def _embedding(layer) -> np.ndarray | None:
+    return None if layer is None else np.asarray(layer.embeddings.numpy(), np.float32)
+
+
+def _where(mask, new, old) -> tuple:
+    """Per row: the new state where the step is real, the old one over padding."""
+    return tuple(tf.where(mask, n, o) for n, o in zip(new, old))
 
 
 class GraphBuilder:
     def __init__(self, parts: Seq2SeqParts, vocab: Vocabulary):
         self.parts = parts
         self.vocab = vocab
-        self.latent = parts.latent_dim
-        self.enc = cell_weights(parts.encoder_rnn, parts.cell)
-        self.dec = cell_weights(parts.decoder_rnn, parts.cell)
+        # Per encoder layer, its directions' weights; per decoder layer, its weights.
+        self.enc = [[cell_weights(r, parts.cell) for r in rec.rnns] for rec in parts.encoder]
+        self.dec = [cell_weights(rec.layer, parts.cell) for rec in parts.decoder]
+        self.enc_embedding = _embedding(parts.encoder_embedding)
+        self.dec_embedding = _embedding(parts.decoder_embedding)
         dense = {w.path.rsplit("/", 1)[-1]: np.asarray(w.numpy(), np.float32)
                  for w in parts.dense.weights}
         self.dense_kernel = dense["kernel"]
         self.dense_bias = dense.get("bias", np.zeros(parts.target_size, np.float32))
-        # One decoder layer: h0 (and c0).
-        self.state_names = tuple(f"{kind}0" for kind in parts.state_kinds)
+        self.state_names = tuple(f"{kind}{i}" for i in range(len(parts.decoder))
+                                 for kind in parts.state_kinds)
+        self.state_units = tuple(rec.units for rec in parts.decoder
+                                 for _ in parts.state_kinds)
 
-    # -- graph pieces (tf ops, made inside the traced functions) ---------------------
+    @property
+    def loopable(self) -> bool:
+        """The looped encoder form exists for one unidirectional layer."""
+        return len(self.parts.encoder) == 1 and not self.parts.encoder[0].bidirectional
+
+    # -- encoder pieces (tf ops, made inside the traced functions) -------------------
+    def _mask(self, input_ids):
+        return tf.not_equal(input_ids, 0)[:, :, None] if self.parts.masked else None
+
+    def _decoder_start(self, finals: list[tuple], batch) -> tuple:
+        """The decoder's initial state from the encoder layers' final states."""
+        state = []
+        for rec, units in zip(self.parts.decoder, self.state_units[::len(
+                self.parts.state_kinds)]):
+            if rec.state_from is None:
+                zero = tf.zeros([batch, units], tf.float32)
+                state += [zero] * len(self.parts.state_kinds)
+            else:
+                state += list(finals[rec.state_from])
+        return tuple(state)
+
+    def _run_direction(self, cell: CellOps, xwb: list, mask, backward: bool):
+        """One direction of one layer over the fixed steps: (final state, outputs)."""
+        steps = range(len(xwb) - 1, -1, -1) if backward else range(len(xwb))
+        outputs = [None] * len(xwb)
+        state = None
+        for t in steps:
+            if state is None and mask is None:
+                state = cell.first_step(xwb[t])
+            else:
+                if state is None:
+                    zero = tf.zeros([tf.shape(xwb[t])[0], cell.w.units], tf.float32)
+                    state = (zero,) * len(cell.w.state_kinds)
+                new = cell.step(xwb[t], state)
+                state = new if mask is None else _where(mask[:, t], new, state)
+            outputs[t] = state[0]
+        return state, outputs
+
     def _encode_unrolled(self, input_ids):
         # One gather for all steps, then unstacked: about half the time of slicing
         # per step on LiteRT (measured: 101 against 201 µs, 16 steps, latent 128).
-        cell = CellOps(self.enc)
-        rows = tf.unstack(cell.rows(input_ids), axis=1)
-        state = cell.first_step(rows[0])
-        for row in rows[1:]:
-            state = cell.step(row, state)
-        return state
+        mask = self._mask(input_ids)
+        finals, below = [], None
+        for li, weights in enumerate(self.enc):
+            states, outputs = [], []
+            for d, w in enumerate(weights):
+                if li == 0:
+                    cell = CellOps(w, w.table(self.enc_embedding))
+                    xwb = tf.unstack(cell.rows(input_ids), axis=1)
+                else:
+                    cell = CellOps(w)
+                    xwb = [cell.project(x) for x in below]
+                state, out = self._run_direction(cell, xwb, mask, backward=d == 1)
+                states.append(state)
+                outputs.append(out)
+            if len(weights) == 2:  # Bidirectional, merge_mode="concat"
+                finals.append(tuple(tf.concat(pair, -1) for pair in zip(*states)))
+                below = [tf.concat(pair, -1) for pair in zip(*outputs)]
+            else:
+                finals.append(states[0])
+                below = outputs[0]
+        return self._decoder_start(finals, tf.shape(input_ids)[0])
 
     def _encode_looped(self, input_ids):
         # One cell in a WHILE: its weights are packed once and stay in cache, where
         # the unrolled form packs a copy per step (measured at latent 256, 24 steps:
         # 560 against 985 µs; at latent 128 and 16 steps the unrolled one is faster).
-        cell = CellOps(self.enc)
+        (w,) = self.enc[0]
+        cell = CellOps(w, w.table(self.enc_embedding))
         rows = cell.rows(input_ids)
-        state = cell.first_step(rows[:, 0])
+        mask = self._mask(input_ids)
+        zero = tf.zeros([tf.shape(input_ids)[0], w.units], tf.float32)
+        state = (zero,) * len(w.state_kinds)
 
         def body(t, *state):
-            return (t + 1, *cell.step(tf.gather(rows, t, axis=1), state))
+            new = cell.step(tf.gather(rows, t, axis=1), state)
+            if mask is not None:
+                new = _where(tf.gather(mask, t, axis=1), new, state)
+            return (t + 1, *new)
 
+        start = tf.constant(0)
+        if mask is None:  # the first step from zeros, outside the loop
+            state, start = cell.first_step(rows[:, 0]), tf.constant(1)
         steps = self.vocab.max_input_length
-        _, *state = tf.while_loop(lambda t, *_: t < steps, body, (tf.constant(1), *state))
-        return tuple(state)
+        _, *state = tf.while_loop(lambda t, *_: t < steps, body, (start, *state))
+        return self._decoder_start([tuple(state)], tf.shape(input_ids)[0])
 
     def _keras_encoder(self):
-        """The ONNX encoder: ids -> state through a fresh Keras copy of the layer."""
-        width = self.parts.input_size
-        layer = keras_layer(self.parts.encoder_rnn, width)
+        """The ONNX encoder: ids -> state through a fresh Keras copy of the encoder."""
+        parts = self.parts
+        model = keras_encoder(keras.Model(parts.encoder_input,
+                                          [t for s in parts.initial_states for t in s]))
+        width = parts.input_size
+        kinds = len(parts.state_kinds)
 
         def encode(ids):
             # one_hot of the padding id (== width) is an all-zero row, as in training.
-            _, *state = layer(tf.one_hot(ids, width), training=False)
-            return tuple(state)
+            inputs = ids if parts.encoder_embedding is not None else tf.one_hot(ids, width)
+            given = model(inputs, training=False)
+            given = list(given) if isinstance(given, (list, tuple)) else [given]
+            finals = {}
+            for rec in parts.decoder:  # the model's outputs: per decoder layer started
+                if rec.state_from is not None:
+                    finals[rec.state_from] = tuple(given[:kinds])
+                    given = given[kinds:]
+            return self._decoder_start(finals, tf.shape(ids)[0])
 
-        return encode, layer
+        return encode, model
 
+    # -- decoder pieces --------------------------------------------------------------
     def _step_constants(self):
-        return CellOps(self.dec), tf.constant(self.dense_kernel), tf.constant(self.dense_bias)
+        cells = [CellOps(w, w.table(self.dec_embedding) if i == 0 else None)
+                 for i, w in enumerate(self.dec)]
+        return cells, tf.constant(self.dense_kernel), tf.constant(self.dense_bias)
 
-    @staticmethod
-    def _step(consts, token, state):
-        cell, dense_kernel, dense_bias = consts
-        state = cell.step(cell.rows(token), state)
-        return state, tf.matmul(state[0], dense_kernel) + dense_bias
+    def _step(self, consts, token, state):
+        cells, dense_kernel, dense_bias = consts
+        n = len(self.parts.state_kinds)
+        new, x = [], None
+        for i, cell in enumerate(cells):
+            xwb = cell.rows(token) if i == 0 else cell.project(x)
+            layer_state = cell.step(xwb, tuple(state[i * n:(i + 1) * n]))
+            new += layer_state
+            x = layer_state[0]
+        return tuple(new), tf.matmul(x, dense_kernel) + dense_bias
 
     def _state_specs(self):
-        return [tf.TensorSpec([None, self.latent], tf.float32, name)
-                for name in self.state_names]
+        return [tf.TensorSpec([None, units], tf.float32, name)
+                for name, units in zip(self.state_names, self.state_units)]
 
     def _named_state(self, state, suffix: str = "") -> dict:
         return {f"{name}{suffix}": t for name, t in zip(self.state_names, state)}
@@ -100,7 +197,7 @@ class GraphBuilder:
     # -- the graphs export converts -------------------------------------------------
     def encoder_fixed(self, style: str = "unrolled"):
         """Encoder over exactly ``max_input_length`` steps, builtin ops only: the
-        cell unrolled, or (``style="loop"``) one cell in a ``WHILE``."""
+        cells unrolled, or (``style="loop"``) one cell in a ``WHILE``."""
         encode = self._fixed_encoder(style)
         spec = tf.TensorSpec([None, self.vocab.max_input_length], tf.int32, "input_ids")
 
@@ -113,17 +210,19 @@ class GraphBuilder:
     def _fixed_encoder(self, style: str):
         if style not in ENCODER_STYLES:
             raise ValueError(f"encoder style must be one of {ENCODER_STYLES}, got {style!r}")
+        if style == "loop" and not self.loopable:
+            raise ValueError("the looped encoder form needs one unidirectional layer")
         return self._encode_unrolled if style == "unrolled" else self._encode_looped
 
     def encoder_dynamic(self):
-        """Encoder with a dynamic time axis (for tf2onnx's fused LSTM / GRU op)."""
-        encode, layer = self._keras_encoder()
+        """Encoder with a dynamic time axis, from Keras's own layers (for tf2onnx)."""
+        encode, model = self._keras_encoder()
 
         @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, "input_ids")])
         def encoder(input_ids):
             return self._named_state(encode(input_ids))
 
-        encoder.keras_layer = layer  # keep the layer alive with the function
+        encoder.keras_model = model  # keep the model alive with the function
         return encoder
 
     def decoder_step(self):
@@ -148,9 +247,9 @@ class GraphBuilder:
         """
         vocab = self.vocab
         steps, start, end = vocab.max_output_length, vocab.start_id, vocab.end_id
-        layer = None
+        model = None
         if fmt == "onnx":
-            encode, layer = self._keras_encoder()
+            encode, model = self._keras_encoder()
             time_axis = None
         else:
             time_axis = vocab.max_input_length
@@ -183,5 +282,5 @@ class GraphBuilder:
             lengths = tf.reduce_min(where_end, axis=1)
             return {"output_ids": out, "lengths": lengths}
 
-        greedy.keras_layer = layer  # keep the ONNX encoder's layer alive
+        greedy.keras_model = model  # keep the ONNX encoder's model alive
         return greedy

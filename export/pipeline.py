@@ -110,7 +110,12 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
     check_vocabulary(parts, vocab)
     texts = texts or check_texts(vocab, None, 64)
     builder = GraphBuilder(parts, vocab)
-    state = tuple(StateTensor(name, parts.latent_dim) for name in builder.state_names)
+    if tflite_encoder == "loop" and not builder.loopable:
+        raise InputError("the looped TFLite encoder form needs one unidirectional encoder "
+                         f"layer; this model's encoder is {parts.describe()['encoder_layers']} "
+                         f"layer(s), bidirectional {parts.encoder[0].bidirectional} (use "
+                         "--tflite-encoder auto or unrolled)")
+    state = tuple(StateTensor(n, u) for n, u in zip(builder.state_names, builder.state_units))
     io = graph_io(state)
     staging = outdir.staging_dir(out)
     try:
@@ -168,9 +173,7 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
         metadata = {
             "format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION,
             "vocabulary": vocab_dict,
-            "architecture": {"cell": parts.cell, "layers": 1, "units": parts.latent_dim,
-                             "inputs": "one-hot", "output": "logits" if parts.logits
-                             else "softmax"},
+            "architecture": parts.describe(),
             "state": [{"name": t.name, "units": t.units} for t in state], "opset": opset,
             "graphs": graphs, "versions": _versions(),
             "source_model": {"file": model_path.name, "sha256": sha256_file(model_path)},

@@ -35,7 +35,8 @@ def test_structure_finds_layers_whatever_their_names_and_order():
     model = keras.Model([enc_in, dec_in], layers.Dense(7, activation="softmax")(seq))
     parts = locate(model)
     assert parts.input_size == 5 and parts.target_size == 7 and parts.latent_dim == 16
-    assert parts.decoder_rnn.return_sequences and not parts.encoder_rnn.return_sequences
+    assert parts.decoder[0].layer.return_sequences
+    assert not parts.encoder[0].layer.return_sequences and parts.decoder[0].state_from == 0
     assert parts.cell == "lstm" and parts.state_kinds == ("h", "c")
 
 

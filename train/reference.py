@@ -28,18 +28,32 @@ def _stepping_layer(rnn):
 
 
 class ReferenceDecoder:
+    """Keras's own answers: an encoder model up to the decoder's initial states, and
+    a step model of the decoder's layers on one token, called from a Python loop.
+    The state is the runtime's: per decoder layer ``h`` (and ``c``), in order."""
+
     def __init__(self, model: keras.Model, vocab: Vocabulary):
         parts = locate(model)
         check_vocabulary(parts, vocab)
         self.vocab = vocab
         self.parts = parts
-        self.encoder = keras.Model(parts.encoder_input, list(parts.encoder_states),
+        self.encoder = keras.Model(parts.encoder_input,
+                                   [t for states in parts.initial_states for t in states],
                                    name="reference_encoder")
-        latent = parts.latent_dim
-        token = keras.Input(shape=(None, vocab.target_size), name="token")
-        state_in = [keras.Input(shape=(latent,), name=k) for k in parts.state_kinds]
-        seq, *state_out = _stepping_layer(parts.decoder_rnn)(token, initial_state=state_in)
-        out = parts.dense(seq)
+        if parts.decoder_embedding is None:
+            token = keras.Input(shape=(None, vocab.target_size), name="token")
+            x = token
+        else:
+            token = keras.Input(shape=(None,), dtype="int32", name="token")
+            x = parts.decoder_embedding(token)
+        state_in, state_out = [], []
+        for i, rec in enumerate(parts.decoder):
+            inputs = [keras.Input(shape=(rec.units,), name=f"{k}{i}")
+                      for k in parts.state_kinds]
+            x, *states = _stepping_layer(rec.layer)(x, initial_state=inputs)
+            state_in += inputs
+            state_out += states
+        out = parts.dense(x)
         if parts.logits:  # the runtime's probs are always probabilities
             out = keras.layers.Softmax()(out)
         self.decoder = keras.Model([token, *state_in], [out, *state_out],
@@ -51,13 +65,28 @@ class ReferenceDecoder:
             inputs, training=False)
         return [np.asarray(x) for x in (out if isinstance(out, (list, tuple)) else [out])]
 
-    def encode(self, one_hot: np.ndarray, mode: str = "call") -> tuple:
-        """The decoder's initial state: a tuple of ``[batch, latent]`` arrays."""
-        return tuple(self._run(self.encoder, one_hot, mode))
+    def encoder_inputs(self, ids: np.ndarray) -> np.ndarray:
+        """What the Keras encoder reads for token ids: one-hot rows, or the ids."""
+        if self.parts.encoder_embedding is None:
+            return self.vocab.one_hot_inputs(ids)
+        return np.asarray(ids, dtype=np.int32)
+
+    def encode(self, ids: np.ndarray, mode: str = "call") -> tuple:
+        """The decoder's initial state for input ids ``[batch, steps]``: a tuple of
+        ``[batch, units]`` arrays, zeros for decoder layers started from zeros."""
+        given = iter(self._run(self.encoder, self.encoder_inputs(ids), mode))
+        state = []
+        for rec in self.parts.decoder:
+            for _ in self.parts.state_kinds:
+                state.append(next(given) if rec.state_from is not None else
+                             np.zeros((len(ids), rec.units), np.float32))
+        return tuple(state)
 
     def step(self, token_ids: np.ndarray, state: tuple, mode: str = "call"):
         """``(probs [batch, targets], state)`` after one decoder step."""
-        x = self.vocab.one_hot_targets(token_ids.reshape(-1, 1))
+        ids = np.asarray(token_ids).reshape(-1, 1)
+        x = (self.vocab.one_hot_targets(ids) if self.parts.decoder_embedding is None
+             else ids.astype(np.int32))
         probs, *state = self._run(self.decoder, [x, *state], mode)
         return probs[:, 0, :], tuple(state)
 
@@ -66,7 +95,7 @@ class ReferenceDecoder:
         """Greedy token ids per text (end token excluded)."""
         vocab = self.vocab
         steps = max_length or vocab.max_output_length
-        state = self.encode(vocab.one_hot_inputs(vocab.encode_inputs(texts)), mode)
+        state = self.encode(vocab.encode_inputs(texts), mode)
         tokens = np.full(len(texts), vocab.start_id, dtype=np.int64)
         out = [[] for _ in texts]
         done = np.zeros(len(texts), dtype=bool)
