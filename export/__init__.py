@@ -1,0 +1,22 @@
+"""Export a trained Keras seq2seq model to a verified artifact (``python -m export``).
+
+From a notebook, with the model in memory::
+
+    import export
+    vocab = export.from_keras_io(input_characters, target_characters,
+                                 max_encoder_seq_length, max_decoder_seq_length)
+    export.export_model(model, vocab, "artifact/")
+"""
+
+
+def __getattr__(name: str):
+    # Lazy, so `python -m export.keras_io_vocab` does not load TensorFlow.
+    if name == "export_model":
+        from .pipeline import export_model
+
+        return export_model
+    if name == "from_keras_io":
+        from .keras_io_vocab import from_keras_io
+
+        return from_keras_io
+    raise AttributeError(f"module 'export' has no attribute {name!r}")

@@ -51,7 +51,7 @@ def write_encoder(builder: GraphBuilder, directory: Path, file: str, precision: 
         opguard.check_tflite(path, allow_while=form == "loop")
         if len(styles) > 1:
             timing[form] = bare_call_us(path, builder.vocab.max_input_length)
-    chosen = fastest(timing) if timing else style
+    chosen = fastest(timing) if timing else styles[0]
     for form in styles:
         if form == chosen:
             (directory / f"{file}.{form}").replace(directory / file)

@@ -27,15 +27,25 @@ def keras_io_vocabulary(path: Path, num_samples: int) -> Vocabulary:
     if not pairs:
         raise Seq2SeqError(f"{path}: no pairs left after keras.io's selection")
     inputs = [p[0] for p in pairs]
-    targets = [p[1] for p in pairs]
-    in_chars = sorted(set("".join(inputs)))
-    if " " not in in_chars:
-        raise Seq2SeqError(f"{path}: no space in the inputs; keras.io pads with the "
-                           "one-hot of a space, so its model cannot have been trained here")
-    out_chars = sorted(set("".join(targets)) | {"\t", "\n"})
-    return Vocabulary(tuple(in_chars), tuple(out_chars), "\t", "\n",
-                      max_input_length=max(map(len, inputs)),
-                      max_output_length=max(map(len, targets)) + 1,
+    targets = ["\t" + p[1] + "\n" for p in pairs]
+    try:
+        return from_keras_io(sorted(set("".join(inputs))), sorted(set("".join(targets))),
+                             max(map(len, inputs)), max(map(len, targets)))
+    except Seq2SeqError as e:
+        raise Seq2SeqError(f"{path}: {e}") from None
+
+
+def from_keras_io(input_characters, target_characters, max_encoder_seq_length: int,
+                  max_decoder_seq_length: int) -> Vocabulary:
+    """The vocabulary of a keras.io character model, from the example's own variables
+    (as a notebook holds them after its preprocessing cell)."""
+    if " " not in input_characters:
+        raise Seq2SeqError("no space in input_characters; keras.io pads with the one-hot "
+                           "of a space, so its model cannot have been trained on these")
+    # Its target texts are "\t" + text + "\n": at most max - 1 tokens are decoded.
+    return Vocabulary(tuple(input_characters), tuple(target_characters), "\t", "\n",
+                      max_input_length=int(max_encoder_seq_length),
+                      max_output_length=int(max_decoder_seq_length) - 1,
                       padding=InputPadding("right", " "))
 
 

@@ -1,9 +1,10 @@
 """Proof that the exported graphs give Keras's answers.
 
-Per graph and output: max abs difference against Keras on random and real
-inputs (fp32 atol 1e-5). Then whole greedy decodes through the runtime, as an
-app would load the artifact, against the Keras reference decoder: the strings
-must be identical. Quantized variants are held to agreement with fp32.
+Per graph and output: max abs difference against Keras on random inputs, real
+inputs and one input of every length (fp32 atol 1e-5). Then whole greedy
+decodes through the runtime, as an app would load the artifact, against the
+Keras reference decoder: the strings must be identical. Quantized variants are
+held to agreement with fp32.
 """
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ def _random_inputs(vocab, rng, batch: int = 8):
     return ids
 
 
+def _every_length(vocab, rng):
+    """One input of each length from 1 to the maximum, padded by the vocabulary's
+    rule: a masked or fixed-length encoder must give Keras's state for each."""
+    tokens = [t for t in vocab.input_tokens if t and t != vocab.padding.token]
+    texts = ["".join(rng.choice(tokens, size=n)) for n in range(1, vocab.max_input_length + 1)]
+    return vocab.encode_inputs(texts)
+
+
 def graph_checks(directory: Path, variant: tuple[str, str], reference: ReferenceDecoder,
                  texts: list[str], seed: int = 0) -> list[Check]:
     fmt, precision = variant
@@ -56,7 +65,8 @@ def graph_checks(directory: Path, variant: tuple[str, str], reference: Reference
     def note(key, got, want):
         worst[key] = max(worst.get(key, 0.0), float(np.max(np.abs(got - want))))
 
-    for ids in (_random_inputs(vocab, rng), vocab.encode_inputs(texts[:32])):
+    for ids in (_random_inputs(vocab, rng), vocab.encode_inputs(texts[:32]),
+                _every_length(vocab, rng)):
         want_state = reference.encode(ids)
         for name, got, want in zip(names, backend.encode(ids), want_state):
             note(f"encoder.{name}", got, want)

@@ -95,17 +95,52 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
                     texts: list[str] | None = None, force: bool = False,
                     fused: bool = True, tflite_encoder: str = "auto",
                     log=print) -> ExportResult:
-    """Write a verified artifact to ``out``; nothing is promoted unless parity holds."""
+    """Write a verified artifact of the Keras file ``model_path`` to ``out``; nothing
+    is promoted unless parity holds."""
+    _check_options(tflite_encoder)
+    outdir.check_target(out, METADATA_FILE, force)
+    model = load_keras_model(model_path)
+    source = {"file": model_path.name, "sha256": sha256_file(model_path)}
+    return _export(model, source, vocab, out, formats, quantize, opset, texts, fused,
+                   tflite_encoder, log)
+
+
+def export_model(model, vocabulary: Vocabulary, out_dir: str | Path,
+                 formats=("onnx", "tflite"), quantize=(), *, opset: int = convert.DEFAULT_OPSET,
+                 texts: list[str] | None = None, force: bool = False, fused: bool = True,
+                 tflite_encoder: str = "auto", log=print) -> ExportResult:
+    """Export an in-memory ``keras.Model`` (the one a notebook just trained) through
+    the same pipeline as ``python -m export``: the same graphs, parity proof against
+    Keras and atomic write. ``vocabulary``: a ``runtime.Vocabulary``, for example
+    from ``export.vocabulary.from_keras_io(...)``."""
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise InputError(f"export_model takes a keras.Model, got {type(model).__name__}")
+    if not isinstance(vocabulary, Vocabulary):
+        raise InputError("vocabulary must be a runtime.Vocabulary, got "
+                         f"{type(vocabulary).__name__}")
+    _check_options(tflite_encoder)
+    out = Path(out_dir)
+    outdir.check_target(out, METADATA_FILE, force)
+    source = {"file": None, "sha256": None, "note": f"in-memory keras.Model {model.name!r}"}
+    return _export(model, source, vocabulary, out, tuple(formats), tuple(quantize), opset,
+                   texts, fused, tflite_encoder, log)
+
+
+def _check_options(tflite_encoder: str) -> None:
+    if tflite_encoder not in encoder_choice.CHOICES:
+        raise InputError(f"TFLite encoder form must be one of {encoder_choice.CHOICES}, "
+                         f"got {tflite_encoder!r}")
+
+
+def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize, opset,
+            texts, fused, tflite_encoder, log) -> ExportResult:
     from train.reference import ReferenceDecoder
     from train.structure import check_vocabulary, locate
 
     from .graphs import GraphBuilder
 
-    if tflite_encoder not in encoder_choice.CHOICES:
-        raise InputError(f"TFLite encoder form must be one of {encoder_choice.CHOICES}, "
-                         f"got {tflite_encoder!r}")
-    outdir.check_target(out, METADATA_FILE, force)
-    model = load_keras_model(model_path)
     parts = locate(model)
     check_vocabulary(parts, vocab)
     texts = texts or check_texts(vocab, None, 64)
@@ -176,7 +211,7 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
             "architecture": parts.describe(),
             "state": [{"name": t.name, "units": t.units} for t in state], "opset": opset,
             "graphs": graphs, "versions": _versions(),
-            "source_model": {"file": model_path.name, "sha256": sha256_file(model_path)},
+            "source_model": source,
             "encoder_note": "inputs are always padded to max_input_length by the "
                             "vocabulary's padding rule; the TFLite encoder runs exactly "
                             "that many steps, unrolled or in a WHILE (tflite_encoder)",

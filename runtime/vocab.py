@@ -17,7 +17,9 @@ model input. Its format, version 1::
 text ends on the last encoder step; this project's training default) and
 ``"right"`` after it (keras.io's example). ``padding.token`` is ``null`` for
 all-zero one-hot rows, or an input token whose one-hot fills the padding
-(keras.io uses ``" "``).
+(keras.io uses ``" "``). A model reading an ``Embedding`` pads with a token id;
+with ``mask_zero=True`` that is id 0, so both token lists then start with the
+reserved token ``""`` (``padding.token`` is ``""``).
 """
 from __future__ import annotations
 
@@ -59,8 +61,11 @@ class Vocabulary:
         _check(len(self.target_tokens) > 0, "target_tokens is empty")
         for name in ("input_tokens", "target_tokens"):
             toks = getattr(self, name)
-            _check(all(isinstance(t, str) and len(t) == 1 for t in toks),
-                   f"{name} must be single characters")
+            # "" at id 0 is the reserved padding id an Embedding(mask_zero=True) needs.
+            _check(all(isinstance(t, str) and (len(t) == 1 or (t == "" and i == 0))
+                       for i, t in enumerate(toks)),
+                   f"{name} must be single characters (and \"\" only at id 0, the "
+                   "reserved padding id)")
             _check(len(set(toks)) == len(toks), f"{name} has duplicates")
         _check(self.start_token in self.target_tokens,
                f"start token {self.start_token!r} is not in target_tokens")
@@ -234,16 +239,23 @@ class Vocabulary:
 
     @classmethod
     def build(cls, inputs: Sequence[str], targets: Sequence[str], start_token: str = "\t",
-              end_token: str = "\n", padding: InputPadding | None = None) -> "Vocabulary":
-        """The vocabulary that covers ``inputs`` and ``targets`` (sorted characters)."""
+              end_token: str = "\n", padding: InputPadding | None = None,
+              reserve_padding_id: bool = False) -> "Vocabulary":
+        """The vocabulary that covers ``inputs`` and ``targets`` (sorted characters).
+
+        ``reserve_padding_id``: id 0 on both sides is the token "" and input padding
+        (what ``Embedding(mask_zero=True)`` needs); characters start at id 1."""
         in_chars = set().union(*map(set, inputs))
         padding = padding or InputPadding()
-        if padding.token is not None:
+        if reserve_padding_id:
+            padding = InputPadding(padding.side, "")
+        elif padding.token is not None:
             in_chars.add(padding.token)
         out_chars = set().union(*map(set, targets)) | {start_token, end_token}
+        reserved = ("",) if reserve_padding_id else ()
         return cls(
-            input_tokens=tuple(sorted(in_chars)),
-            target_tokens=tuple(sorted(out_chars)),
+            input_tokens=reserved + tuple(sorted(in_chars)),
+            target_tokens=reserved + tuple(sorted(out_chars)),
             start_token=start_token,
             end_token=end_token,
             max_input_length=max(map(len, inputs)),

@@ -25,7 +25,8 @@ def positive(kind):
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train",
-        description="Train the seed's LSTM encoder-decoder on a tab-separated pair file "
+        description="Train an encoder-decoder (by default the seed's one-hot LSTM; see the "
+                    "architecture options) on a tab-separated pair file "
                     "(keras.io / manythings.org format) or, by default, on the built-in "
                     "data set (dates in seven languages -> ISO 8601, generated from CLDR). "
                     "Writes model.keras, vocab.json, heldout.tsv, history.json, loss.png and "
@@ -54,6 +55,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=("default", "mirrored"), default="default",
                    help="mirrored: tf.distribute.MirroredStrategy over all local GPUs "
                         "(one replica on a CPU-only machine)")
+    arch = p.add_argument_group("architecture (default: the seed's one-hot LSTM)")
+    arch.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
+    arch.add_argument("--layers", type=positive(int), default=1,
+                      help="recurrent layers on each side; encoder layer i starts "
+                           "decoder layer i")
+    arch.add_argument("--bidirectional", action="store_true",
+                      help="bidirectional encoder (the decoder is twice as wide)")
+    arch.add_argument("--embedding-dim", type=int, default=0, metavar="D",
+                      help="Embedding of width D on both sides (0: one-hot inputs)")
+    arch.add_argument("--mask", action="store_true",
+                      help="Embedding(mask_zero=True): the encoder skips padding; needs "
+                           "--embedding-dim")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -62,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if not 0 < args.val_split < 1:
         parser().error(f"--val-split must be between 0 and 1, got {args.val_split}")
+    if args.embedding_dim < 0:
+        parser().error(f"--embedding-dim must be 0 (one-hot) or positive, got "
+                       f"{args.embedding_dim}")
+    if args.mask and not args.embedding_dim:
+        parser().error("--mask needs --embedding-dim D (masking applies to Embedding "
+                       "inputs)")
     try:
         return run(args)
     except Seq2SeqError as e:
@@ -94,12 +113,15 @@ def run(args) -> int:
 
     from runtime.vocab import InputPadding, Vocabulary
 
-    from .model import build_model
+    from .model import Architecture, build_model
     from .reference import ReferenceDecoder
 
     everything = train_pairs + val_pairs + test_pairs
+    arch = Architecture(args.cell, args.layers, args.bidirectional, args.embedding_dim,
+                        args.mask)
     vocab = Vocabulary.build([p[0] for p in everything], [p[1] for p in everything],
-                             padding=InputPadding(side=args.padding))
+                             padding=InputPadding(side=args.padding),
+                             reserve_padding_id=bool(arch.embedding_dim))
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
     if args.strategy == "mirrored":
@@ -108,10 +130,11 @@ def run(args) -> int:
     else:
         strategy = tf.distribute.get_strategy()
     with strategy.scope():
-        model = build_model(vocab.input_size, vocab.target_size, args.latent_dim)
+        model = build_model(vocab.input_size, vocab.target_size, args.latent_dim, arch)
     if not args.quiet:
         model.summary()
 
+    ids = bool(arch.embedding_dim)
     staging = outdir.staging_dir(out)
     try:
         vocab.save(staging / fit.VOCAB_FILE)
@@ -120,8 +143,8 @@ def run(args) -> int:
             "".join(f"{a}\t{b}\n" for a, b in test_pairs), encoding="utf-8")
         started = time.monotonic()
         history, interrupted = fit.fit(
-            model, fit.teacher_forcing_arrays(vocab, train_pairs),
-            fit.teacher_forcing_arrays(vocab, val_pairs), staging,
+            model, fit.teacher_forcing_arrays(vocab, train_pairs, ids),
+            fit.teacher_forcing_arrays(vocab, val_pairs, ids), staging,
             fit.FitConfig(args.epochs, args.batch_size, args.patience,
                           verbose=0 if args.quiet else 1))
         seconds = time.monotonic() - started

@@ -19,22 +19,29 @@ SUMMARY_FILE = "train.json"
 HELDOUT_FILE = "heldout.tsv"
 
 
-def teacher_forcing_arrays(vocab: Vocabulary, pairs: list[tuple[str, str]]):
-    """Encoder one-hots, decoder inputs (start + target), targets (target + end)
-    and per-step weights that are zero on padding, so padding adds no loss."""
-    inputs = vocab.one_hot_inputs(vocab.encode_inputs([p[0] for p in pairs]))
+def teacher_forcing_arrays(vocab: Vocabulary, pairs: list[tuple[str, str]],
+                          ids: bool = False):
+    """Encoder inputs, decoder inputs (start + target), targets (target + end)
+    and per-step weights that are zero on padding, so padding adds no loss.
+    Inputs are one-hot rows, or with ``ids`` token ids for Embedding layers (the
+    vocabulary then reserves id 0 for padding on both sides)."""
+    enc_ids = vocab.encode_inputs([p[0] for p in pairs])
     steps = vocab.max_output_length
-    pad = vocab.target_size  # one-hot of this id is an all-zero row
+    # Padding: id 0 for an Embedding; for one-hot, an id whose row is all zero.
+    pad = 0 if ids else vocab.target_size
     dec_in = np.full((len(pairs), steps), pad, dtype=np.int32)
-    dec_out = np.full((len(pairs), steps), pad, dtype=np.int32)
+    dec_out = np.full((len(pairs), steps), vocab.target_size, dtype=np.int32)
     weights = np.zeros((len(pairs), steps), dtype=np.float32)
     for row, (_, target) in enumerate(pairs):
-        ids = vocab.encode_target(target)[:steps]
-        dec_out[row, :len(ids)] = ids
+        out = vocab.encode_target(target)[:steps]
+        dec_out[row, :len(out)] = out
         dec_in[row, 0] = vocab.start_id
-        dec_in[row, 1:len(ids)] = ids[:-1]
-        weights[row, :len(ids)] = 1.0
-    return inputs, vocab.one_hot_targets(dec_in), vocab.one_hot_targets(dec_out), weights
+        dec_in[row, 1:len(out)] = out[:-1]
+        weights[row, :len(out)] = 1.0
+    if ids:
+        return enc_ids, dec_in, vocab.one_hot_targets(dec_out), weights
+    return (vocab.one_hot_inputs(enc_ids), vocab.one_hot_targets(dec_in),
+            vocab.one_hot_targets(dec_out), weights)
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):

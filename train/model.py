@@ -1,24 +1,75 @@
-"""The seed's LSTM encoder-decoder, with named layers."""
+"""The encoder-decoder models ``python -m train`` builds, with named layers.
+
+The default is the seed's: one-hot characters, one LSTM a side. The options
+build the rest of the family export supports: GRU, Embedding inputs (with
+``mask_zero``), a bidirectional encoder and stacked layers.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import keras
 from keras import layers
 
+RNN = {"lstm": layers.LSTM, "gru": layers.GRU}
 
-def build_model(input_size: int, target_size: int, latent_dim: int = 256) -> keras.Model:
-    """Encoder LSTM returns [h, c]; the decoder LSTM starts from them; Dense softmax.
 
-    Inputs are one-hot rows: ``(None, input_size)`` for the encoder and
-    ``(None, target_size)`` for the decoder (teacher forcing).
-    """
-    encoder_inputs = keras.Input(shape=(None, input_size), name="encoder_inputs")
-    _, state_h, state_c = layers.LSTM(latent_dim, return_state=True,
-                                      name="encoder_lstm")(encoder_inputs)
-    decoder_inputs = keras.Input(shape=(None, target_size), name="decoder_inputs")
-    sequence, _, _ = layers.LSTM(latent_dim, return_sequences=True, return_state=True,
-                                 name="decoder_lstm")(decoder_inputs,
-                                                      initial_state=[state_h, state_c])
-    outputs = layers.Dense(target_size, activation="softmax", name="decoder_dense")(sequence)
+@dataclass(frozen=True)
+class Architecture:
+    # "lstm" or "gru".
+    cell: str = "lstm"
+    # Recurrent layers on each side; encoder layer i starts decoder layer i.
+    layers: int = 1
+    # A Bidirectional encoder (merge_mode="concat"); the decoder is twice as wide.
+    bidirectional: bool = False
+    # Embedding width on both sides; 0 feeds one-hot rows instead.
+    embedding_dim: int = 0
+    # Embedding(mask_zero=True): the encoder skips padding (id 0).
+    mask: bool = False
+
+    def __post_init__(self):
+        if self.cell not in RNN:
+            raise ValueError(f"cell must be one of {tuple(RNN)}, got {self.cell!r}")
+        if self.layers < 1 or self.embedding_dim < 0:
+            raise ValueError("layers must be >= 1 and embedding_dim >= 0")
+        if self.mask and not self.embedding_dim:
+            raise ValueError("mask needs an Embedding (embedding_dim > 0)")
+
+
+def _input(name: str, size: int, arch: Architecture):
+    if arch.embedding_dim:
+        inp = keras.Input(shape=(None,), dtype="int32", name=name)
+        return inp, layers.Embedding(size, arch.embedding_dim, mask_zero=arch.mask,
+                                     name=f"{name}_embedding")(inp)
+    inp = keras.Input(shape=(None, size), name=name)
+    return inp, inp
+
+
+def build_model(input_size: int, target_size: int, latent_dim: int = 256,
+                arch: Architecture = Architecture()) -> keras.Model:
+    """Encoder RNN(s) return their final state; decoder layer i starts from encoder
+    layer i's; teacher forcing; Dense softmax. Inputs are one-hot rows or ids."""
+    kinds = 2 if arch.cell == "lstm" else 1
+    suffix = (lambda i: "") if arch.layers == 1 else (lambda i: f"_{i}")
+    encoder_inputs, x = _input("encoder_inputs", input_size, arch)
+    states = []
+    for i in range(arch.layers):
+        rnn = RNN[arch.cell](latent_dim, return_sequences=i < arch.layers - 1,
+                             return_state=True, name=f"encoder_{arch.cell}{suffix(i)}")
+        if arch.bidirectional:
+            x, *both = layers.Bidirectional(rnn, name=f"encoder_bi{suffix(i)}")(x)
+            states.append([layers.Concatenate(name=f"encoder_state{suffix(i)}_{k}")(
+                [both[k], both[kinds + k]]) for k in range(kinds)])
+        else:
+            x, *state = rnn(x)
+            states.append(state)
+    decoder_inputs, x = _input("decoder_inputs", target_size, arch)
+    width = latent_dim * (2 if arch.bidirectional else 1)
+    for i in range(arch.layers):
+        x, *_ = RNN[arch.cell](width, return_sequences=True, return_state=True,
+                               name=f"decoder_{arch.cell}{suffix(i)}")(
+            x, initial_state=states[i])
+    outputs = layers.Dense(target_size, activation="softmax", name="decoder_dense")(x)
     model = keras.Model([encoder_inputs, decoder_inputs], outputs, name="seq2seq")
     compile_model(model)
     return model

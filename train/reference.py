@@ -22,7 +22,7 @@ def _stepping_layer(rnn):
         return rnn
     config = {**rnn.get_config(), "return_state": True, "name": f"{rnn.name}_stepping"}
     clone = CELLS[cell_of(rnn)][0].from_config(config)
-    clone.build(rnn.input_spec[0].shape if rnn.input_spec else (None, None, None))
+    clone.build((None, None, int(rnn.cell.kernel.shape[0])))
     clone.set_weights(rnn.get_weights())
     return clone
 

@@ -201,8 +201,8 @@ def _state_source(tensors, kinds) -> tuple[object, object]:
     owners = {id(_producer(t)[0]) for t in tensors}
     indices = [_producer(t)[2] for t in tensors]
     if len(owners) != 1 or _recurrent(first) is None or indices != list(range(1, n + 1)):
-        _fail(f"a decoder layer whose initial_state is not the final [{', '.join(kinds)}] "
-              "of one encoder layer")
+        _fail(f"a decoder layer whose initial_state comes from {_name(first)}, not the "
+              f"final [{', '.join(kinds)}] of one encoder layer")
     if _recurrent(first)[1]:
         _fail("a Bidirectional encoder's states passed on without Concatenate")
     return first, _producer(tensors[0])[1]
