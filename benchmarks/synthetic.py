@@ -29,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-input-length", type=int, default=16)
     p.add_argument("--max-output-length", type=int, default=20,
                    help="most tokens decoded, end token included")
+    p.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
+    p.add_argument("--layers", type=int, default=1, help="recurrent layers on each side")
+    p.add_argument("--bidirectional", action="store_true", help="bidirectional encoder")
+    p.add_argument("--embedding-dim", type=int, default=0, metavar="D",
+                   help="Embedding inputs of width D (0: one-hot)")
+    p.add_argument("--mask", action="store_true", help="Embedding(mask_zero=True)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quantize", type=comma_list(QUANTIZE), default=[], metavar="LIST",
                    help="comma-separated quantized variants to export as well: int8, fp16")
@@ -39,14 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     if not (2 <= args.input_tokens <= len(pool) and 3 <= args.target_tokens <= len(pool) + 2):
         p.error(f"token counts must be within 2..{len(pool)} (input), 3..{len(pool) + 2} "
                 "(target)")
+    from train.model import Architecture
+
     try:
-        return _build(args, pool)
+        arch = Architecture(args.cell, args.layers, args.bidirectional, args.embedding_dim,
+                            args.mask)
+    except ValueError as e:
+        p.error(str(e))
+    try:
+        return _build(args, pool, arch)
     except Seq2SeqError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
 
-def _build(args, pool: str) -> int:
+def _build(args, pool: str, arch) -> int:
     import keras
 
     from export.pipeline import export_artifact
@@ -56,11 +69,15 @@ def _build(args, pool: str) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
-    vocab = Vocabulary(tuple(pool[:args.input_tokens]),
-                       ("\t", "\n") + tuple(pool[:args.target_tokens - 2]), "\t", "\n",
+    # Embedding inputs pad with the reserved id 0 (token ""), one-hot ones with a space.
+    reserved = ("",) if arch.embedding_dim else ()
+    chars = args.input_tokens - len(reserved)
+    vocab = Vocabulary(reserved + tuple(pool[:chars]),
+                       reserved + ("\t", "\n") + tuple(pool[:args.target_tokens - 2
+                                                             - len(reserved)]), "\t", "\n",
                        args.max_input_length, args.max_output_length,
-                       InputPadding("right", " "))
-    model = build_model(vocab.input_size, vocab.target_size, args.latent_dim)
+                       InputPadding("right", "" if reserved else " "))
+    model = build_model(vocab.input_size, vocab.target_size, args.latent_dim, arch)
     # Random weights stop at a random end token; a bias against it makes every
     # decode run to the maximum length, the worst (and comparable) case.
     dense = model.get_layer("decoder_dense")
@@ -69,7 +86,7 @@ def _build(args, pool: str) -> int:
     dense.set_weights([kernel, bias])
     model.save(out / "model.keras")
     vocab.save(out / "vocab.json")
-    rows = ["".join(pool[(i * 7 + j) % (args.input_tokens - 1) + 1]
+    rows = ["".join(pool[(i * 7 + j) % (chars - 1) + 1]
                     for j in range(1 + i % args.max_input_length)) for i in range(64)]
     (out / "heldout.tsv").write_text("".join(f"{r}\t-\n" for r in rows), encoding="utf-8")
     print(f"model: {model.count_params():,} parameters; exporting", flush=True)

@@ -6,6 +6,9 @@ From a notebook, with the model in memory::
     vocab = export.from_keras_io(input_characters, target_characters,
                                  max_encoder_seq_length, max_decoder_seq_length)
     export.export_model(model, vocab, "artifact/")
+
+or, for texts tokenised by Keras ``TextVectorization`` layers,
+``export.from_text_vectorization(source_layer, target_layer)``.
 """
 
 
@@ -19,4 +22,8 @@ def __getattr__(name: str):
         from .keras_io_vocab import from_keras_io
 
         return from_keras_io
+    if name == "from_text_vectorization":
+        from .text_vectorization import from_text_vectorization
+
+        return from_text_vectorization
     raise AttributeError(f"module 'export' has no attribute {name!r}")

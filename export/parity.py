@@ -43,8 +43,8 @@ def _random_inputs(vocab, rng, batch: int = 8):
 def _every_length(vocab, rng):
     """One input of each length from 1 to the maximum, padded by the vocabulary's
     rule: a masked or fixed-length encoder must give Keras's state for each."""
-    tokens = [t for t in vocab.input_tokens if t and t != vocab.padding.token]
-    texts = ["".join(rng.choice(tokens, size=n)) for n in range(1, vocab.max_input_length + 1)]
+    tokens, glue = vocab.text_tokens(), vocab.input_separator
+    texts = [glue.join(rng.choice(tokens, size=n)) for n in range(1, vocab.max_input_length + 1)]
     return vocab.encode_inputs(texts)
 
 

@@ -52,17 +52,23 @@ def check_texts(vocab: Vocabulary, path: Path | None, limit: int, seed: int = 0)
         except UnicodeDecodeError as e:
             raise DataError(f"{path}: not UTF-8 ({e})") from None
         texts = [ln.split("\t")[0] for ln in lines if ln.split("\t")[0].strip()]
-        texts = [t for t in texts if len(t) <= vocab.max_input_length
-                 and all(ch in vocab.input_index for ch in t)]
+        texts = [t for t in texts if _encodable(vocab, t)]
         if not texts:
             raise DataError(f"{path}: no usable inputs (empty, too long, or characters "
                             "outside the vocabulary)")
         return texts[:limit]
     rng = random.Random(seed)
-    chars = [t for t in vocab.input_tokens if t != vocab.padding.token] or list(
-        vocab.input_tokens)
-    return ["".join(rng.choice(chars) for _ in range(rng.randint(1, vocab.max_input_length)))
+    tokens, glue = vocab.text_tokens(), vocab.input_separator
+    return [glue.join(rng.choice(tokens) for _ in range(rng.randint(1, vocab.max_input_length)))
             for _ in range(min(limit, 64))]
+
+
+def _encodable(vocab: Vocabulary, text: str) -> bool:
+    try:
+        vocab.encode_inputs([text])
+    except InputError:
+        return False
+    return True
 
 
 def _tflite_file(name: str, precision: str) -> str:

@@ -32,12 +32,17 @@ def parser() -> argparse.ArgumentParser:
                    help="above 0: sample instead of taking the most likely token")
     p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely")
     p.add_argument("--seed", type=int, default=None, help="sampling seed")
-    p.add_argument("--skip-unknown", action="store_true",
-                   help="drop characters outside the vocabulary instead of failing")
+    unknown = p.add_mutually_exclusive_group()
+    unknown.add_argument("--skip-unknown", action="store_true",
+                         help="drop characters (or words) outside the vocabulary instead "
+                              "of failing")
+    unknown.add_argument("--unk", action="store_true",
+                         help="map words outside the vocabulary to its unknown token "
+                              "(such as [UNK]) instead of failing")
     p.add_argument("--truncate", action="store_true",
                    help="cut inputs longer than the model's maximum instead of failing")
     p.add_argument("--stream", action="store_true",
-                   help="print characters as they are decoded (greedy)")
+                   help="print tokens as they are decoded (greedy)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per input: {input, output}")
     p.add_argument("--no-verify", action="store_true",
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load(args.artifact, backend=args.backend, device=args.device,
                      threads=args.threads, precision=args.precision, verify=not args.no_verify,
                      greedy=args.greedy)
-        policy = dict(unknown="skip" if args.skip_unknown else "error",
+        policy = dict(unknown="skip" if args.skip_unknown else "unk" if args.unk else "error",
                       too_long="truncate" if args.truncate else "error")
         if args.stream:
             for text in texts:

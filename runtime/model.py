@@ -40,8 +40,9 @@ class Seq2SeqModel:
         """Decode each text. Greedy by default; ``beam_size > 1`` runs beam search;
         ``temperature > 0`` samples (with ``top_k`` and ``seed``).
 
-        ``unknown="skip"`` drops characters outside the vocabulary instead of
-        raising InputError; ``too_long="truncate"`` cuts inputs to the model's
+        ``unknown="skip"`` drops characters (or words) outside the vocabulary instead
+        of raising InputError, ``unknown="unk"`` maps them to the vocabulary's
+        unknown token; ``too_long="truncate"`` cuts inputs to the model's
         maximum instead of raising. An empty list gives an empty list.
         """
         options = decoding.DecodeOptions(beam_size, max_length, length_penalty, temperature,
@@ -73,16 +74,20 @@ class Seq2SeqModel:
 
     def stream(self, text: str, max_length: int | None = None, *,
                unknown: str = "error", too_long: str = "error") -> Iterator[str]:
-        """Greedy decode of one text, yielding each character as it is decoded."""
+        """Greedy decode of one text, yielding each token as it is decoded (words after
+        the first come with their separating space, so the pieces join to the
+        ``translate`` string)."""
         if not isinstance(text, str):
             raise InputError(f"stream() takes one string, got {type(text).__name__}")
         options = decoding.DecodeOptions(max_length=max_length).validate(
             self.vocabulary.max_output_length)
         vocab = self.vocabulary
         ids = vocab.encode_inputs([text], unknown, too_long)
+        separator = ""
         for token in decoding.stream_greedy(self.backend, ids, vocab.start_id, vocab.end_id,
                                             options.steps(vocab.max_output_length)):
-            yield vocab.target_tokens[token]
+            yield separator + vocab.target_tokens[token]
+            separator = vocab.separator
 
     # -- low level, for apps that write their own loop ------------------
     def encode(self, texts: Sequence[str], unknown: str = "error", too_long: str = "error"):

@@ -1,7 +1,8 @@
-"""Character vocabulary and the input encoding rule, shared by training, export and apps.
+"""Vocabulary and the input encoding rule, shared by training, export and apps.
 
 The vocabulary file (``vocab.json``) is the single record of how text becomes
-model input. Its format, version 1::
+model input. Its format (version 2; version-1 files, which have no ``unit``
+fields and are character-level, still load)::
 
     {
       "format": "seq2seq-vocab", "version": 1,
@@ -10,8 +11,17 @@ model input. Its format, version 1::
       "start_token": "\\t", "end_token": "\\n",
       "max_input_length": 30,               # encoder steps; every input is padded to this
       "max_output_length": 11,              # most tokens decoded, end token included
-      "padding": {"side": "left", "token": null}
+      "padding": {"side": "left", "token": null},
+      "unit": "char",                       # input tokens: "char" or "word"
+      "target_unit": "char",                # output tokens: "char" or "word"
+      "standardize": null,                  # inputs: null, "lower", "strip_punctuation"
+                                            # or "lower_and_strip_punctuation"
+      "unknown_token": null                 # an input token unknown words may map to
     }
+
+Words are split on whitespace after standardisation (Keras ``TextVectorization``'s
+rules; its defaults are ``lower_and_strip_punctuation`` with id 0 ``""`` for
+padding and id 1 ``"[UNK]"``); decoded words are joined with spaces.
 
 ``padding.side`` is where padding goes: ``"left"`` puts it before the text (the
 text ends on the last encoder step; this project's training default) and
@@ -24,6 +34,8 @@ reserved token ``""`` (``padding.token`` is ``""``).
 from __future__ import annotations
 
 import json
+import re
+import string
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -34,9 +46,15 @@ import numpy as np
 from .errors import InputError, VocabularyError
 
 VOCAB_FORMAT = "seq2seq-vocab"
-VOCAB_VERSION = 1
+VOCAB_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 PAD_SIDES = ("left", "right")
-UNKNOWN_POLICIES = ("error", "skip")
+UNITS = ("char", "word")
+STANDARDIZE = (None, "lower", "strip_punctuation", "lower_and_strip_punctuation")
+# TextVectorization's punctuation: ASCII punctuation (string.punctuation).
+PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+# "unk" maps unknown words (or characters) to the vocabulary's unknown_token.
+UNKNOWN_POLICIES = ("error", "skip", "unk")
 LONG_POLICIES = ("error", "truncate")
 
 
@@ -55,18 +73,36 @@ class Vocabulary:
     max_input_length: int
     max_output_length: int
     padding: InputPadding = field(default_factory=InputPadding)
+    unit: str = "char"  # input side
+    target_unit: str = "char"
+    standardize: str | None = None  # applied to inputs before they are split
+    unknown_token: str | None = None  # input token that unknown units may map to
 
     def __post_init__(self) -> None:
         _check(len(self.input_tokens) > 0, "input_tokens is empty")
         _check(len(self.target_tokens) > 0, "target_tokens is empty")
-        for name in ("input_tokens", "target_tokens"):
+        _check(self.unit in UNITS and self.target_unit in UNITS,
+               f"unit and target_unit must be one of {UNITS}, got {self.unit!r}, "
+               f"{self.target_unit!r}")
+        _check(self.standardize in STANDARDIZE,
+               f"standardize must be one of {STANDARDIZE}, got {self.standardize!r}")
+        for name, unit in (("input_tokens", self.unit), ("target_tokens", self.target_unit)):
             toks = getattr(self, name)
             # "" at id 0 is the reserved padding id an Embedding(mask_zero=True) needs.
-            _check(all(isinstance(t, str) and (len(t) == 1 or (t == "" and i == 0))
-                       for i, t in enumerate(toks)),
-                   f"{name} must be single characters (and \"\" only at id 0, the "
-                   "reserved padding id)")
+            if unit == "char":
+                ok = all(isinstance(t, str) and (len(t) == 1 or (t == "" and i == 0)
+                                                 or t == self.unknown_token)
+                         for i, t in enumerate(toks))
+                what = "single characters"
+            else:
+                ok = all(isinstance(t, str) and (t == "" and i == 0 or (
+                    t and _split_words(t) == [t])) for i, t in enumerate(toks))
+                what = "words without whitespace"
+            _check(ok, f"{name} must be {what} (and \"\" only at id 0, the reserved "
+                       "padding id)")
             _check(len(set(toks)) == len(toks), f"{name} has duplicates")
+        _check(self.unknown_token is None or self.unknown_token in self.input_tokens,
+               f"unknown token {self.unknown_token!r} is not in input_tokens")
         _check(self.start_token in self.target_tokens,
                f"start token {self.start_token!r} is not in target_tokens")
         _check(self.end_token in self.target_tokens,
@@ -114,16 +150,29 @@ class Vocabulary:
         return self.target_index[self.end_token]
 
     # -- encoding -------------------------------------------------------
+    def split_input(self, text: str) -> list[str]:
+        """The input's units after standardisation: characters, or words."""
+        # As TextVectorization does: ASCII letters lowered (tf.strings.lower), ASCII
+        # punctuation removed, split on ASCII whitespace.
+        if self.standardize in ("lower", "lower_and_strip_punctuation"):
+            text = text.translate(_LOWER)
+        if self.standardize in ("strip_punctuation", "lower_and_strip_punctuation"):
+            text = text.translate(_STRIP)
+        return _split_words(text) if self.unit == "word" else list(text)
+
     def encode_inputs(self, texts: Sequence[str], unknown: str = "error",
                       too_long: str = "error") -> np.ndarray:
         """Token ids ``[batch, max_input_length]`` (int32), padded by the recorded rule.
 
-        ``unknown="skip"`` drops characters outside the vocabulary instead of
-        raising; ``too_long="truncate"`` keeps the first ``max_input_length``
-        characters instead of raising.
+        ``unknown="skip"`` drops units (characters or words) outside the vocabulary
+        instead of raising, ``unknown="unk"`` maps them to ``unknown_token``;
+        ``too_long="truncate"`` keeps the first ``max_input_length`` units instead
+        of raising.
         """
         if unknown not in UNKNOWN_POLICIES:
             raise InputError(f"unknown= must be one of {UNKNOWN_POLICIES}, got {unknown!r}")
+        if unknown == "unk" and self.unknown_token is None:
+            raise InputError("unknown='unk' needs a vocabulary with an unknown_token")
         if too_long not in LONG_POLICIES:
             raise InputError(f"too_long= must be one of {LONG_POLICIES}, got {too_long!r}")
         if isinstance(texts, str) or not isinstance(texts, Sequence):
@@ -131,22 +180,26 @@ class Vocabulary:
                              f"{type(texts).__name__}")
         out = np.full((len(texts), self.max_input_length), self.pad_id, dtype=np.int32)
         index = self.input_index
+        units = "characters" if self.unit == "char" else "words"
         for row, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InputError(f"input {row} is {type(text).__name__}, not str")
-            ids = [index.get(ch, -1) for ch in text]
+            pieces = self.split_input(text)
+            ids = [index.get(p, -1) if p != "" else -1 for p in pieces]
             if -1 in ids:
                 if unknown == "error":
-                    bad = sorted({ch for ch in text if ch not in index})
-                    raise InputError(f"input {row} has characters outside the vocabulary: "
-                                     + ", ".join(repr(c) for c in bad))
+                    bad = sorted({p for p, i in zip(pieces, ids) if i < 0})
+                    raise InputError(f"input {row} has {units} outside the vocabulary: "
+                                     + ", ".join(repr(c) for c in bad[:20]))
+                fill = index[self.unknown_token] if unknown == "unk" else -1
+                ids = [i if i >= 0 else fill for i in ids]
                 ids = [i for i in ids if i >= 0]
             if not ids:
                 raise InputError(f"input {row} is empty" +
-                                 (" after dropping unknown characters" if text else ""))
+                                 (" after dropping unknown " + units if text.strip() else ""))
             if len(ids) > self.max_input_length:
                 if too_long == "error":
-                    raise InputError(f"input {row} has {len(ids)} characters; the model takes "
+                    raise InputError(f"input {row} has {len(ids)} {units}; the model takes "
                                      f"at most {self.max_input_length}")
                 ids = ids[: self.max_input_length]
             if self.padding.side == "left":
@@ -165,13 +218,32 @@ class Vocabulary:
         return table[ids]
 
     def encode_target(self, text: str) -> list[int]:
-        """Ids of ``text`` followed by the end token (no start token)."""
+        """Ids of ``text`` (characters, or whitespace-separated words) followed by the
+        end token (no start token)."""
         index = self.target_index
-        bad = sorted({ch for ch in text if ch not in index})
+        pieces = _split_words(text) if self.target_unit == "word" else list(text)
+        bad = sorted({p for p in pieces if p not in index})
         if bad:
-            raise InputError("target has characters outside the vocabulary: "
+            raise InputError("target has tokens outside the vocabulary: "
                              + ", ".join(repr(c) for c in bad))
-        return [index[ch] for ch in text] + [self.end_id]
+        return [index[p] for p in pieces] + [self.end_id]
+
+    @property
+    def input_separator(self) -> str:
+        """What joins input tokens into a text: nothing for characters, a space for words."""
+        return " " if self.unit == "word" else ""
+
+    def text_tokens(self) -> list[str]:
+        """Input tokens a text can contain: not padding, not the unknown token, and
+        unchanged by the standardisation (so a text made of them encodes to them)."""
+        return [t for t in self.input_tokens
+                if t and t not in (self.padding.token, self.unknown_token)
+                and self.split_input(t) == [t]]
+
+    @property
+    def separator(self) -> str:
+        """What joins decoded tokens: nothing for characters, a space for words."""
+        return " " if self.target_unit == "word" else ""
 
     def decode_target(self, ids: Iterable[int]) -> str:
         """Text of decoded ids, stopping before the first end token."""
@@ -180,7 +252,7 @@ class Vocabulary:
         if end in ids:
             ids = ids[:ids.index(end)]
         tokens = self.target_tokens
-        return "".join([tokens[i] for i in ids])
+        return self.separator.join([tokens[i] for i in ids])
 
     # -- serialisation --------------------------------------------------
     def to_dict(self) -> dict:
@@ -194,6 +266,10 @@ class Vocabulary:
             "max_input_length": self.max_input_length,
             "max_output_length": self.max_output_length,
             "padding": {"side": self.padding.side, "token": self.padding.token},
+            "unit": self.unit,
+            "target_unit": self.target_unit,
+            "standardize": self.standardize,
+            "unknown_token": self.unknown_token,
         }
 
     @classmethod
@@ -202,9 +278,9 @@ class Vocabulary:
         assert isinstance(d, dict)
         _check(d.get("format") == VOCAB_FORMAT,
                f"'format' must be {VOCAB_FORMAT!r}, got {d.get('format')!r}")
-        _check(d.get("version") == VOCAB_VERSION,
+        _check(d.get("version") in READABLE_VERSIONS,
                f"unsupported vocabulary version {d.get('version')!r} (this toolkit reads "
-               f"version {VOCAB_VERSION})")
+               f"versions {', '.join(map(str, READABLE_VERSIONS))})")
         try:
             pad = d.get("padding") or {}
             return cls(
@@ -215,6 +291,10 @@ class Vocabulary:
                 max_input_length=d["max_input_length"],
                 max_output_length=d["max_output_length"],
                 padding=InputPadding(side=pad.get("side", "left"), token=pad.get("token")),
+                unit=d.get("unit", "char"),
+                target_unit=d.get("target_unit", "char"),
+                standardize=d.get("standardize"),
+                unknown_token=d.get("unknown_token"),
             )
         except (KeyError, TypeError, AttributeError) as e:
             raise VocabularyError(f"vocabulary field missing or of the wrong type: {e}") from None
@@ -240,28 +320,47 @@ class Vocabulary:
     @classmethod
     def build(cls, inputs: Sequence[str], targets: Sequence[str], start_token: str = "\t",
               end_token: str = "\n", padding: InputPadding | None = None,
-              reserve_padding_id: bool = False) -> "Vocabulary":
-        """The vocabulary that covers ``inputs`` and ``targets`` (sorted characters).
+              reserve_padding_id: bool = False, unit: str = "char",
+              target_unit: str = "char") -> "Vocabulary":
+        """The vocabulary that covers ``inputs`` and ``targets`` (sorted tokens).
 
         ``reserve_padding_id``: id 0 on both sides is the token "" and input padding
-        (what ``Embedding(mask_zero=True)`` needs); characters start at id 1."""
-        in_chars = set().union(*map(set, inputs))
+        (what ``Embedding(mask_zero=True)`` needs); tokens start at id 1. Word-level
+        inputs are standardised as TextVectorization does by default and get an
+        ``[UNK]`` token (id 1 after the padding id)."""
         padding = padding or InputPadding()
-        if reserve_padding_id:
+        words = unit == "word"
+        standardize = "lower_and_strip_punctuation" if words else None
+        probe = cls(("a",), ("a", "b"), "a", "b", 1, 1, unit=unit, standardize=standardize)
+        in_units = set().union(*(probe.split_input(t) for t in inputs))
+        split_target = _split_words if target_unit == "word" else list
+        out_units = set().union(*(split_target(t) for t in targets)) | {start_token, end_token}
+        if reserve_padding_id or words:
             padding = InputPadding(padding.side, "")
         elif padding.token is not None:
-            in_chars.add(padding.token)
-        out_chars = set().union(*map(set, targets)) | {start_token, end_token}
-        reserved = ("",) if reserve_padding_id else ()
+            in_units.add(padding.token)
+        reserved = ("",) if reserve_padding_id or words else ()
+        unknown = "[UNK]" if words else None
+        in_units.discard("[UNK]")
         return cls(
-            input_tokens=reserved + tuple(sorted(in_chars)),
-            target_tokens=reserved + tuple(sorted(out_chars)),
+            input_tokens=reserved + ((unknown,) if unknown else ()) + tuple(sorted(in_units)),
+            target_tokens=(("",) if reserve_padding_id else ()) + tuple(sorted(out_units)),
             start_token=start_token,
             end_token=end_token,
-            max_input_length=max(map(len, inputs)),
-            max_output_length=max(map(len, targets)) + 1,
-            padding=padding,
+            max_input_length=max(len(probe.split_input(t)) for t in inputs),
+            max_output_length=max(len(split_target(t)) for t in targets) + 1,
+            padding=padding, unit=unit, target_unit=target_unit, standardize=standardize,
+            unknown_token=unknown,
         )
+
+
+_STRIP = str.maketrans("", "", PUNCTUATION)
+_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+_WHITESPACE = re.compile(r"[ \t\n\r\f\v]+")
+
+
+def _split_words(text: str) -> list[str]:
+    return [w for w in _WHITESPACE.split(text) if w]
 
 
 def _check(ok: bool, message: str) -> None:

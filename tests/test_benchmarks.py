@@ -74,3 +74,37 @@ def test_synthetic_model_of_a_chosen_size_exports_with_quantized_variants(tmp_pa
     assert len(vocab["input_tokens"]) == 6 and len(vocab["target_tokens"]) == 7
     done = run_module("benchmarks.synthetic", "--quantize", "int4", "--out", str(tmp_path / "x"))
     assert done.returncode == 2 and "expected a comma-separated list of int8, fp16" in done.stderr
+
+
+def test_synthetic_model_of_each_architecture_exports(tmp_path):
+    out = tmp_path / "synthetic"
+    done = run_module("benchmarks.synthetic", "--latent-dim", "8", "--input-tokens", "6",
+                      "--target-tokens", "7", "--max-input-length", "5",
+                      "--max-output-length", "6", "--cell", "gru", "--bidirectional",
+                      "--layers", "2", "--embedding-dim", "4", "--mask", "--out", str(out),
+                      timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((out / "artifact" / "artifact.json").read_text())
+    arch = meta["architecture"]
+    assert (arch["cell"], arch["encoder_layers"], arch["bidirectional"]) == ("gru", 2, True)
+    assert arch["encoder_input"] == "embedding 4 mask_zero"
+    assert [s["name"] for s in meta["state"]] == ["h0", "h1"]
+    done = run_module("benchmarks.synthetic", "--mask", "--out", str(tmp_path / "x"))
+    assert done.returncode == 2 and "mask needs an Embedding" in done.stderr
+
+
+def test_variants_benchmark_compares_each_architecture_with_the_lstm(tmp_path):
+    out = tmp_path / "variants"
+    done = run_module("benchmarks.variants", "--latent-dim", "8", "--rounds", "1",
+                      "--sentences", "2", "--variants", "gru", "--out", str(out), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+    assert set(result["per_token_us"]) == {"lstm", "gru"}
+    for path in ("onnx", "onnx-fused", "tflite", "tflite-fused", "keras-tf.function"):
+        assert result["per_token_us"]["gru"][path] > 0
+        assert result["vs_lstm"]["lstm"][path] == 1.0
+    assert {(t["variant"], t["path"]) for t in result["targets"]} == {
+        ("gru", p) for p in ("onnx", "onnx-fused", "tflite", "tflite-fused")}
+    assert "gru / lstm on tflite" in (out / "report.md").read_text(encoding="utf-8")
+    done = run_module("benchmarks.variants", "--variants", "transformer")
+    assert done.returncode == 2 and "unknown variant" in done.stderr

@@ -19,11 +19,12 @@ VARIANTS = {
     "stacked-bidirectional-lstm-mask": ["--layers", "2", "--bidirectional",
                                         "--embedding-dim", "8", "--mask"],
     "stacked-gru": ["--cell", "gru", "--layers", "2"],
+    "word-inputs": ["--unit", "word", "--embedding-dim", "8", "--mask"],
 }
 STATE = {"gru": ["h0"], "embedding-mask-right-padding": ["h0", "c0"],
          "bidirectional-gru-embedding": ["h0"],
          "stacked-bidirectional-lstm-mask": ["h0", "c0", "h1", "c1"],
-         "stacked-gru": ["h0", "h1"]}
+         "stacked-gru": ["h0", "h1"], "word-inputs": ["h0", "c0"]}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -89,9 +90,9 @@ def test_masked_encoder_gives_keras_state_for_every_length(variant):
     name, run_dir, _, _ = variant
     reference = _reference(run_dir)
     vocab = reference.vocab
-    tokens = [t for t in vocab.input_tokens if t and t != vocab.padding.token]
     rng = np.random.default_rng(0)
-    texts = ["".join(rng.choice(tokens, size=n)) for n in range(1, vocab.max_input_length + 1)]
+    texts = [vocab.input_separator.join(rng.choice(vocab.text_tokens(), size=n))
+             for n in range(1, vocab.max_input_length + 1)]
     ids = vocab.encode_inputs(texts)
     want = reference.encode(ids)
     for backend in ("onnx", "tflite"):
@@ -317,3 +318,53 @@ def test_notebook_api_exports_the_model_in_memory(tmp_path):
     with pytest.raises(runtime.InputError, match="keras.Model"):
         export.export_model("model.keras", vocab, tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_word_level_model_tokenised_by_text_vectorization(tmp_path):
+    """keras.io's word-level setup: TextVectorization layers make the ids; the
+    vocabulary is read from them, and the runtime tokenises exactly as they do."""
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+    import export
+
+    keras.utils.set_random_seed(9)
+    sources = ["Go on!", "Hi.", "Run, now!", "Who is it?", "I am HERE.", "go   away"]
+    targets = ["[start] va [end]", "[start] salut [end]", "[start] cours [end]",
+               "[start] qui est ce [end]", "[start] je suis ici [end]", "[start] pars [end]"]
+    src = layers.TextVectorization(output_sequence_length=5)
+    src.adapt(sources)
+    tgt = layers.TextVectorization(output_sequence_length=6, standardize=None)
+    tgt.adapt(targets)
+    vocab = export.from_text_vectorization(src, tgt)
+    assert (vocab.unit, vocab.target_unit, vocab.unknown_token) == ("word", "word", "[UNK]")
+    probes = ["GO on, NOW!", "who   is here?", "Hi", "run zebra away"]
+    want = src(tf.constant(probes)).numpy()
+    assert vocab.encode_inputs(probes, unknown="unk").tolist() == want.tolist()
+    with pytest.raises(runtime.InputError, match="words outside the vocabulary: 'zebra'"):
+        vocab.encode_inputs(probes)
+
+    enc_in = keras.Input((None,), dtype="int32")
+    x = layers.Embedding(vocab.input_size, 8, mask_zero=True)(enc_in)
+    _, h = layers.GRU(16, return_state=True)(x)
+    dec_in = keras.Input((None,), dtype="int32")
+    y = layers.Embedding(vocab.target_size, 8, mask_zero=True)(dec_in)
+    y = layers.GRU(16, return_sequences=True)(y, initial_state=h)
+    model = keras.Model([enc_in, dec_in],
+                        layers.Dense(vocab.target_size, activation="softmax")(y))
+    texts = ["go on", "who is it", "hi", "i am here now"]
+    result = export.export_model(model, vocab, tmp_path / "art", texts=texts, **QUIET)
+    assert all(c.ok for c in result.checks)
+    from train.reference import ReferenceDecoder
+
+    expected = ReferenceDecoder(model, vocab).greedy(texts)
+    for backend, greedy in PATHS:
+        loaded = runtime.load(tmp_path / "art", backend=backend, greedy=greedy)
+        out = loaded.translate(texts)
+        assert out == expected, (backend, greedy)
+        assert ["".join(loaded.stream(t)) for t in texts] == expected
+        # Words come back joined by single spaces.
+        assert all(o == " ".join(o.split()) for o in out)
+    saved = runtime.load(tmp_path / "art").vocabulary
+    assert saved == vocab and saved.to_dict()["version"] == 2

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_TRAIN, read_json, run_module, signal_part_way
-from runtime.errors import DataError
+from runtime.errors import DataError, InputError
 from runtime.vocab import InputPadding, Vocabulary
 from train import data
 
@@ -220,3 +220,34 @@ def test_ctrl_c_keeps_best_checkpoint_loadable(tmp_path):
     assert model.count_params() > 0
     assert read_json(out / "train.json")["interrupted"] is True
     assert not list(tmp_path.glob(".run.*"))
+
+
+def test_version_1_vocabulary_files_still_load_as_characters(tmp_path):
+    import json
+
+    v1 = {"format": "seq2seq-vocab", "version": 1, "input_tokens": ["a", "b", " "],
+          "target_tokens": ["\t", "\n", "x"], "start_token": "\t", "end_token": "\n",
+          "max_input_length": 4, "max_output_length": 3,
+          "padding": {"side": "right", "token": " "}}
+    (tmp_path / "v1.json").write_text(json.dumps(v1))
+    vocab = Vocabulary.load(tmp_path / "v1.json")
+    assert (vocab.unit, vocab.target_unit, vocab.standardize) == ("char", "char", None)
+    assert vocab.encode_inputs(["ab"]).tolist() == [[0, 1, 2, 2]]
+    assert vocab.to_dict()["version"] == 2 and Vocabulary.from_dict(vocab.to_dict()) == vocab
+
+
+def test_word_vocabulary_standardises_splits_and_maps_unknown_words():
+    vocab = Vocabulary.build(["Hello, World!", "the  cat"], ["le chat", "bonjour le monde"],
+                             "[start]", "[end]", unit="word", target_unit="word")
+    assert vocab.input_tokens[:2] == ("", "[UNK]") and vocab.padding.token == ""
+    hello, cat, unk = (vocab.input_index[w] for w in ("hello", "cat", "[UNK]"))
+    assert vocab.max_input_length == 2
+    assert vocab.encode_inputs(["HELLO... cat"]).tolist() == [[hello, cat]]
+    assert vocab.encode_inputs(["hello dog"], unknown="unk").tolist() == [[hello, unk]]
+    assert vocab.encode_inputs(["hello dog"], unknown="skip").tolist() == [[0, hello]]
+    with pytest.raises(InputError, match="words outside the vocabulary: 'dog'"):
+        vocab.encode_inputs(["hello dog"])
+    assert vocab.decode_target(vocab.encode_target("le  chat")) == "le chat"
+    chars = Vocabulary.build(["ab"], ["x"])
+    with pytest.raises(InputError, match="needs a vocabulary with an unknown_token"):
+        chars.encode_inputs(["ab"], unknown="unk")

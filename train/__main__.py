@@ -64,6 +64,13 @@ def parser() -> argparse.ArgumentParser:
                       help="bidirectional encoder (the decoder is twice as wide)")
     arch.add_argument("--embedding-dim", type=int, default=0, metavar="D",
                       help="Embedding of width D on both sides (0: one-hot inputs)")
+    arch.add_argument("--unit", choices=("char", "word"), default="char",
+                      help="input tokens: characters, or words (lowercased, ASCII "
+                           "punctuation stripped, split on whitespace, as Keras "
+                           "TextVectorization does; unknown words map to [UNK])")
+    arch.add_argument("--target-unit", choices=("char", "word"), default=None,
+                      help="output tokens (default: as --unit); words are joined with "
+                           "spaces and framed by [start] / [end]")
     arch.add_argument("--mask", action="store_true",
                       help="Embedding(mask_zero=True): the encoder skips padding; needs "
                            "--embedding-dim")
@@ -119,9 +126,12 @@ def run(args) -> int:
     everything = train_pairs + val_pairs + test_pairs
     arch = Architecture(args.cell, args.layers, args.bidirectional, args.embedding_dim,
                         args.mask)
-    vocab = Vocabulary.build([p[0] for p in everything], [p[1] for p in everything],
+    target_unit = args.target_unit or args.unit
+    frame = ("[start]", "[end]") if target_unit == "word" else ("\t", "\n")
+    vocab = Vocabulary.build([p[0] for p in everything], [p[1] for p in everything], *frame,
                              padding=InputPadding(side=args.padding),
-                             reserve_padding_id=bool(arch.embedding_dim))
+                             reserve_padding_id=bool(arch.embedding_dim), unit=args.unit,
+                             target_unit=target_unit)
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
     if args.strategy == "mirrored":
@@ -159,7 +169,9 @@ def run(args) -> int:
         best = keras.models.load_model(model_path)
         reference = ReferenceDecoder(best, vocab)
         decoded = reference.greedy([p[0] for p in test_pairs])
-        hits = sum(d == p[1] for d, p in zip(decoded, test_pairs))
+        # Targets as the model writes them (words single-spaced).
+        expected = [vocab.decode_target(vocab.encode_target(p[1])) for p in test_pairs]
+        hits = sum(d == e for d, e in zip(decoded, expected))
         accuracy = hits / len(test_pairs)
         fit.plot_history(staging / fit.HISTORY_FILE, staging / fit.CURVE_FILE)
         summary = {

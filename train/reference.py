@@ -118,5 +118,5 @@ class ReferenceDecoder:
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start:start + batch_size])
             for ids in self.greedy_ids(chunk, mode, max_length):
-                results.append("".join(self.vocab.target_tokens[i] for i in ids))
+                results.append(self.vocab.decode_target(ids))
         return results

@@ -1,0 +1,160 @@
+"""``python -m benchmarks.variants``: per-token greedy latency of each architecture
+of the family (GRU, Embedding inputs, bidirectional, stacked) against the seed's
+one-hot LSTM, on every runtime path and Keras, in one run.
+
+Each variant is an untrained model of the same size (``benchmarks.synthetic``,
+end token suppressed so every decode runs to the maximum length). Variants are
+timed in alternating rounds, so a noisy spell on a shared machine slows them
+all alike and the ratios hold.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import Seq2SeqError
+
+# name -> benchmarks.synthetic architecture options
+VARIANTS = {
+    "lstm": [],
+    "gru": ["--cell", "gru"],
+    "lstm-embedding": ["--embedding-dim", "64"],
+    "lstm-embedding-mask": ["--embedding-dim", "64", "--mask"],
+    "lstm-bidirectional": ["--bidirectional"],
+    "lstm-2-layers": ["--layers", "2"],
+}
+PATHS = ("onnx", "onnx-fused", "tflite", "tflite-fused", "keras-tf.function")
+# The issue's targets: (variant, baseline, most allowed ratio of per-token times).
+TARGETS = (("gru", "lstm", 1.0), ("lstm-embedding", "lstm", 1.0),
+           ("lstm-bidirectional", "lstm", 2.2), ("lstm-2-layers", "lstm", 2.2))
+
+
+def _build(out: Path, name: str, size: list[str]) -> Path:
+    from . import synthetic
+
+    if not (out / name / "artifact" / "artifact.json").exists():
+        code = synthetic.main([*size, *VARIANTS[name], "--out", str(out / name), "--force"])
+        if code != 0:
+            raise Seq2SeqError(f"building the {name} variant failed")
+    return out / name
+
+
+def _models(run_dir: Path) -> dict:
+    from export.pipeline import load_keras_model
+    from runtime.metadata import load_config
+    from runtime.model import Seq2SeqModel, load
+    from train.reference import ReferenceDecoder
+
+    from .keras_backends import KerasBackend
+
+    art = run_dir / "artifact"
+    config = load_config(art)
+    reference = ReferenceDecoder(load_keras_model(run_dir / "model.keras"), config.vocabulary)
+    return {"onnx": load(art, backend="onnx", greedy="step"),
+            "onnx-fused": load(art, backend="onnx", greedy="fused"),
+            "tflite": load(art, backend="tflite", greedy="step"),
+            "tflite-fused": load(art, backend="tflite", greedy="fused"),
+            "keras-tf.function": Seq2SeqModel(config, KerasBackend(reference, "tf.function"),
+                                              "fp32")}
+
+
+def measure(out: Path, size: list[str], rounds: int, sentences: int,
+            names: list[str] = list(VARIANTS), log=print) -> dict:
+    models, texts = {}, {}
+    for name in names:
+        log(f"building {name}", flush=True)
+        run_dir = _build(out, name, size)
+        models[name] = _models(run_dir)
+        lines = (run_dir / "heldout.tsv").read_text(encoding="utf-8").splitlines()
+        texts[name] = [ln.split("\t")[0] for ln in lines][:sentences]
+    times = {(v, p): [] for v in names for p in PATHS}
+    tokens = {}
+    for v in names:  # warm up; every decode has the same length (end suppressed)
+        for p in PATHS:
+            out_texts = models[v][p].translate(texts[v][:2])
+            tokens[v] = len(out_texts[0]) + 1
+    log(f"timing {len(names)} variants x {len(PATHS)} paths, {rounds} rounds", flush=True)
+    for _ in range(rounds):
+        for p in PATHS:
+            for v in names:
+                model = models[v][p]
+                for t in texts[v]:
+                    started = time.perf_counter()
+                    model.translate([t])
+                    times[(v, p)].append((time.perf_counter() - started) / tokens[v])
+    per_token = {v: {p: float(np.percentile(times[(v, p)], 50) * 1e6) for p in PATHS}
+                 for v in names}
+    vs_lstm = {v: {p: per_token[v][p] / per_token["lstm"][p] for p in PATHS}
+               for v in names}
+    vs_keras = {v: {p: per_token[v]["keras-tf.function"] / per_token[v][p] for p in PATHS}
+                for v in names}
+    targets = []
+    for variant, base, bound in TARGETS:
+        if variant not in names:
+            continue
+        for p in PATHS[:4]:
+            ratio = per_token[variant][p] / per_token[base][p]
+            targets.append({"variant": variant, "baseline": base, "path": p,
+                            "ratio": ratio, "bound": bound, "met": ratio <= bound})
+    return {"size": size, "rounds": rounds, "sentences": sentences, "tokens": tokens,
+            "per_token_us": per_token, "vs_lstm": vs_lstm, "vs_keras_tf_function": vs_keras,
+            "targets": targets}
+
+
+def report(result: dict) -> str:
+    head = ["variant"] + [f"{p} µs/token" for p in PATHS]
+    rows = [head, ["---"] * len(head)]
+    for v, row in result["per_token_us"].items():
+        rows.append([v] + [f"{row[p]:.1f} ({result['vs_lstm'][v][p]:.2f}x)" for p in PATHS])
+    lines = ["| " + " | ".join(r) + " |" for r in rows]
+    lines.append("")
+    lines.append("Per token, p50, batch 1, one thread; in brackets: against the one-hot "
+                 "LSTM on the same path. Runtime paths against Keras (tf.function):")
+    for v, row in result["vs_keras_tf_function"].items():
+        lines.append(f"- {v}: " + ", ".join(f"{p} {row[p]:.0f}x" for p in PATHS[:4]))
+    lines.append("")
+    lines.append("Targets:")
+    for t in result["targets"]:
+        lines.append(f"- {t['variant']} / {t['baseline']} on {t['path']}: {t['ratio']:.2f}x "
+                     f"(at most {t['bound']}x): {'met' if t['met'] else 'NOT MET'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.variants", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--latent-dim", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
+    p.add_argument("--sentences", type=int, default=20, help="sentences per round and path")
+    p.add_argument("--variants", default=",".join(VARIANTS), metavar="LIST",
+                   help="comma-separated variants to measure (lstm, the baseline, always)")
+    p.add_argument("--out", default="runs/variants-bench", metavar="DIR")
+    args = p.parse_args(argv)
+    names = ["lstm"] + [v for v in args.variants.split(",") if v and v != "lstm"]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    if args.rounds < 1 or args.sentences < 1 or args.latent_dim < 1:
+        p.error("--rounds, --sentences and --latent-dim must be positive")
+    out = Path(args.out)
+    size = ["--latent-dim", str(args.latent_dim)]
+    try:
+        result = measure(out, size, args.rounds, args.sentences, names)
+    except Seq2SeqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = report(result)
+    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "report.md").write_text(text + "\n", encoding="utf-8")
+    print(text)
+    print(f"wrote {out}/results.json and {out}/report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
