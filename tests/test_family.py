@@ -20,11 +20,13 @@ VARIANTS = {
                                         "--embedding-dim", "8", "--mask"],
     "stacked-gru": ["--cell", "gru", "--layers", "2"],
     "word-inputs": ["--unit", "word", "--embedding-dim", "8", "--mask"],
+    "deep-encoder-last-state": ["--layers", "2", "--handoff", "last"],
 }
 STATE = {"gru": ["h0"], "embedding-mask-right-padding": ["h0", "c0"],
          "bidirectional-gru-embedding": ["h0"],
          "stacked-bidirectional-lstm-mask": ["h0", "c0", "h1", "c1"],
-         "stacked-gru": ["h0", "h1"], "word-inputs": ["h0", "c0"]}
+         "stacked-gru": ["h0", "h1"], "word-inputs": ["h0", "c0"],
+         "deep-encoder-last-state": ["h0", "c0"]}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -57,6 +59,10 @@ def test_variant_exports_with_parity_on_both_formats(variant):
     name, run_dir, result, _ = variant
     meta = read_json(run_dir / "artifact" / "artifact.json")
     assert [s["name"] for s in meta["state"]] == STATE[name]
+    layers = 2 if "--layers" in VARIANTS[name] else 1
+    assert meta["architecture"]["encoder_layers"] == layers
+    assert meta["architecture"]["state_from"] == (
+        [layers - 1] if "last" in VARIANTS[name] else list(range(layers)))
     assert meta["parity"]["passed"] and all(c.ok for c in result.checks)
     numeric = [c for c in result.checks if c.bound == "<= 1e-05"]
     for fmt in ("onnx", "tflite"):

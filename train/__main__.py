@@ -60,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
     arch.add_argument("--layers", type=positive(int), default=1,
                       help="recurrent layers on each side; encoder layer i starts "
                            "decoder layer i")
+    arch.add_argument("--handoff", choices=("each", "last"), default="each",
+                      help="each: encoder layer i starts decoder layer i; last: a deep "
+                           "encoder hands only its top layer's state to a one-layer decoder")
     arch.add_argument("--bidirectional", action="store_true",
                       help="bidirectional encoder (the decoder is twice as wide)")
     arch.add_argument("--embedding-dim", type=int, default=0, metavar="D",
@@ -125,7 +128,7 @@ def run(args) -> int:
 
     everything = train_pairs + val_pairs + test_pairs
     arch = Architecture(args.cell, args.layers, args.bidirectional, args.embedding_dim,
-                        args.mask)
+                        args.mask, args.handoff)
     target_unit = args.target_unit or args.unit
     frame = ("[start]", "[end]") if target_unit == "word" else ("\t", "\n")
     vocab = Vocabulary.build([p[0] for p in everything], [p[1] for p in everything], *frame,

@@ -26,6 +26,9 @@ class Architecture:
     embedding_dim: int = 0
     # Embedding(mask_zero=True): the encoder skips padding (id 0).
     mask: bool = False
+    # "each": encoder layer i starts decoder layer i; "last": only the top encoder
+    # layer's state is handed over, to a one-layer decoder (a deep encoder).
+    handoff: str = "each"
 
     def __post_init__(self):
         if self.cell not in RNN:
@@ -34,6 +37,8 @@ class Architecture:
             raise ValueError("layers must be >= 1 and embedding_dim >= 0")
         if self.mask and not self.embedding_dim:
             raise ValueError("mask needs an Embedding (embedding_dim > 0)")
+        if self.handoff not in ("each", "last"):
+            raise ValueError(f"handoff must be each or last, got {self.handoff!r}")
 
 
 def _input(name: str, size: int, arch: Architecture):
@@ -48,7 +53,8 @@ def _input(name: str, size: int, arch: Architecture):
 def build_model(input_size: int, target_size: int, latent_dim: int = 256,
                 arch: Architecture = Architecture()) -> keras.Model:
     """Encoder RNN(s) return their final state; decoder layer i starts from encoder
-    layer i's; teacher forcing; Dense softmax. Inputs are one-hot rows or ids."""
+    layer i's (or one decoder layer from the top encoder layer's, ``handoff="last"``);
+    teacher forcing; Dense softmax. Inputs are one-hot rows or ids."""
     kinds = 2 if arch.cell == "lstm" else 1
     suffix = (lambda i: "") if arch.layers == 1 else (lambda i: f"_{i}")
     encoder_inputs, x = _input("encoder_inputs", input_size, arch)
@@ -65,9 +71,11 @@ def build_model(input_size: int, target_size: int, latent_dim: int = 256,
             states.append(state)
     decoder_inputs, x = _input("decoder_inputs", target_size, arch)
     width = latent_dim * (2 if arch.bidirectional else 1)
-    for i in range(arch.layers):
-        x, *_ = RNN[arch.cell](width, return_sequences=True, return_state=True,
-                               name=f"decoder_{arch.cell}{suffix(i)}")(
+    if arch.handoff == "last":
+        states = states[-1:]
+    for i in range(len(states)):
+        name = f"decoder_{arch.cell}" + (suffix(i) if len(states) > 1 else "")
+        x, *_ = RNN[arch.cell](width, return_sequences=True, return_state=True, name=name)(
             x, initial_state=states[i])
     outputs = layers.Dense(target_size, activation="softmax", name="decoder_dense")(x)
     model = keras.Model([encoder_inputs, decoder_inputs], outputs, name="seq2seq")
