@@ -74,6 +74,26 @@ def test_variant_exports_with_parity_on_both_formats(variant):
         check_tflite(run_dir / "artifact" / f"{graph}.tflite", allow_while=graph != "decoder_step")
 
 
+def test_looped_tflite_encoder_is_refused_where_it_cannot_exist(tmp_path):
+    import keras
+    from keras import layers
+
+    import export
+
+    enc_in = keras.Input((None, 4))
+    _, fh, bh = layers.Bidirectional(layers.GRU(4, return_state=True))(enc_in)
+    dec_in = keras.Input((None, 3))
+    seq = layers.GRU(8, return_sequences=True)(dec_in,
+                                               initial_state=layers.Concatenate()([fh, bh]))
+    model = keras.Model([enc_in, dec_in], layers.Dense(3, activation="softmax")(seq))
+    vocab = Vocabulary(tuple("abc "), ("\t", "\n", "x"), "\t", "\n", 4, 4,
+                       InputPadding("right", " "))
+    with pytest.raises(runtime.InputError, match="looped TFLite encoder form needs one "
+                                                 "unidirectional encoder layer"):
+        export.export_model(model, vocab, tmp_path / "art", tflite_encoder="loop", **QUIET)
+    assert not (tmp_path / "art").exists()
+
+
 def test_variant_decodes_as_keras_in_every_mode(variant):
     name, run_dir, _, texts = variant
     reference = _reference(run_dir)
@@ -376,3 +396,9 @@ def test_word_level_model_tokenised_by_text_vectorization(tmp_path):
         assert all(o == " ".join(o.split()) for o in out)
     saved = runtime.load(tmp_path / "art").vocabulary
     assert saved == vocab and saved.to_dict()["version"] == 2
+    # The CLI's policies for unknown words.
+    done = run_module("runtime", str(tmp_path / "art"), "go zebra")
+    assert done.returncode == 2 and "words outside the vocabulary: 'zebra'" in done.stderr
+    done = run_module("runtime", str(tmp_path / "art"), "go zebra", "--unk")
+    want = runtime.load(tmp_path / "art").translate(["go zebra"], unknown="unk")
+    assert done.returncode == 0 and done.stdout.splitlines() == want
