@@ -26,7 +26,7 @@ test: setup
 	$(PY) -m pytest -q
 
 # Hand-written mutations, each applied to a copy of the tree: the suite must catch
-# every one (about 10 minutes; not part of CI).
+# every one (about 5 minutes; not part of CI).
 mutants: setup
 	$(PY) tests/mutants.py
 
