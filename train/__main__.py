@@ -72,8 +72,9 @@ def parser() -> argparse.ArgumentParser:
                            "punctuation stripped, split on whitespace, as Keras "
                            "TextVectorization does; unknown words map to [UNK])")
     arch.add_argument("--target-unit", choices=("char", "word"), default=None,
-                      help="output tokens (default: as --unit); words are joined with "
-                           "spaces and framed by [start] / [end]")
+                      help="output tokens (default: as --unit for a --data file; char for "
+                           "the built-in dates, whose answers are one word each); words "
+                           "are joined with spaces and framed by [start] / [end]")
     arch.add_argument("--mask", action="store_true",
                       help="Embedding(mask_zero=True): the encoder skips padding; needs "
                            "--embedding-dim")
@@ -129,7 +130,7 @@ def run(args) -> int:
     everything = train_pairs + val_pairs + test_pairs
     arch = Architecture(args.cell, args.layers, args.bidirectional, args.embedding_dim,
                         args.mask, args.handoff)
-    target_unit = args.target_unit or args.unit
+    target_unit = args.target_unit or (args.unit if args.data else "char")
     frame = ("[start]", "[end]") if target_unit == "word" else ("\t", "\n")
     vocab = Vocabulary.build([p[0] for p in everything], [p[1] for p in everything], *frame,
                              padding=InputPadding(side=args.padding),
