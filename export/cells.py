@@ -83,6 +83,14 @@ class CellOps:
         """``xwb`` for the output of the layer below."""
         return tf.matmul(x, self.kernel) + self.bias
 
+    def project_all(self, xs: list) -> list:
+        """``xwb`` for every step of the layer below, in one product: the kernel is
+        read once for all steps instead of once per step."""
+        stacked = tf.stack(xs, axis=1)  # [batch, steps, width]
+        flat = tf.reshape(stacked, [-1, stacked.shape[-1]])
+        gates = tf.reshape(self.project(flat), [-1, len(xs), self.kernel.shape[1]])
+        return tf.unstack(gates, axis=1)
+
     def step(self, xwb, state: tuple) -> tuple:
         """One step from ``xwb`` (rows of the input table) and the state."""
         if self.w.kind == "lstm":

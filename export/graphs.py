@@ -112,7 +112,7 @@ class GraphBuilder:
                     xwb = tf.unstack(cell.rows(input_ids), axis=1)
                 else:
                     cell = CellOps(w)
-                    xwb = [cell.project(x) for x in below]
+                    xwb = cell.project_all(below)
                 state, out = self._run_direction(cell, xwb, mask, backward=d == 1)
                 states.append(state)
                 outputs.append(out)
@@ -236,19 +236,21 @@ class GraphBuilder:
 
         return decoder_step
 
-    def greedy_fused(self, fmt: str, encoder_style: str = "unrolled"):
+    def greedy_fused(self, encoder_style: str = "unrolled"):
         """The whole greedy decode as one graph: ``input_ids`` -> ``output_ids``
         [batch, max_output_length] and ``lengths`` [batch] (end token excluded).
 
         A ``tf.while_loop`` that stops once every row has emitted the end token;
         tf2onnx makes it an ONNX ``Loop``, the TFLite converter a builtin
         ``WHILE``. Each step writes its column of a preallocated tensor through a
-        select (no TensorList, which TFLite cannot run without Flex).
+        select (no TensorList, which TFLite cannot run without Flex). The encoder
+        comes in ``encoder_style``: "dynamic" (Keras's layers, any input length) or
+        a fixed-length form (``ENCODER_STYLES``).
         """
         vocab = self.vocab
         steps, start, end = vocab.max_output_length, vocab.start_id, vocab.end_id
         model = None
-        if fmt == "onnx":
+        if encoder_style == "dynamic":
             encode, model = self._keras_encoder()
             time_axis = None
         else:
@@ -282,5 +284,5 @@ class GraphBuilder:
             lengths = tf.reduce_min(where_end, axis=1)
             return {"output_ids": out, "lengths": lengths}
 
-        greedy.keras_model = model  # keep the ONNX encoder's model alive
+        greedy.keras_model = model  # keep the dynamic encoder's model alive
         return greedy

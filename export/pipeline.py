@@ -165,11 +165,16 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
         vocab_dict = vocab.to_dict()
         started = time.monotonic()
         if "onnx" in formats:
-            for name, fn in (("encoder", builder.encoder_dynamic()),
-                             ("decoder_step", builder.decoder_step())):
+            for name in ("encoder", "decoder_step"):
                 log(f"converting {name} to ONNX (opset {opset})", flush=True)
-                convert.to_onnx(fn, staging / f"{name}.onnx", opset,
-                                convert.onnx_props(vocab_dict, name, runtime.__version__))
+                props = convert.onnx_props(vocab_dict, name, runtime.__version__)
+                if name == "encoder":
+                    onnx_encoder = encoder_choice.write_onnx_encoder(
+                        builder, staging / "encoder.onnx", opset, props)
+                    log(f"  {onnx_encoder} encoder", flush=True)
+                else:
+                    convert.to_onnx(builder.decoder_step(), staging / f"{name}.onnx", opset,
+                                    props)
                 graphs.append(_graph_entry(staging, io, name, "onnx", "fp32", f"{name}.onnx"))
                 if "int8" in quantize:
                     convert.quantize_onnx(staging / f"{name}.onnx", staging / f"{name}.int8.onnx")
@@ -177,8 +182,9 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
                                                f"{name}.int8.onnx"))
             if fused:
                 log("converting the fused greedy decode to ONNX", flush=True)
-                convert.to_onnx(builder.greedy_fused("onnx"), staging / "greedy.onnx", opset,
-                                convert.onnx_props(vocab_dict, "greedy", runtime.__version__))
+                convert.to_onnx(builder.greedy_fused(onnx_encoder), staging / "greedy.onnx",
+                                opset, convert.onnx_props(vocab_dict, "greedy",
+                                                          runtime.__version__))
                 graphs.append(_graph_entry(staging, io, "greedy", "onnx", "fp32", "greedy.onnx"))
             variants += [("onnx", "fp32")] + ([("onnx", "int8")] if "int8" in quantize else [])
         if "tflite" in formats:
@@ -204,7 +210,7 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
             if fused:
                 for precision in tfl_precisions:
                     file = _tflite_file("greedy", precision)
-                    fn = builder.greedy_fused("tflite", encoder_forms[precision]["style"])
+                    fn = builder.greedy_fused(encoder_forms[precision]["style"])
                     log(f"converting the fused greedy decode to TFLite ({precision})",
                         flush=True)
                     convert.to_tflite(fn, staging / file, precision)
@@ -225,6 +231,8 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
         }
         if "tflite" in formats:
             metadata["tflite_encoder"] = encoder_forms
+        if "onnx" in formats:
+            metadata["onnx_encoder"] = onnx_encoder
         write_metadata(staging, metadata)
         log(f"converted in {time.monotonic() - started:.1f}s; checking parity against Keras",
             flush=True)

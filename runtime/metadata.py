@@ -164,7 +164,8 @@ def load_config(directory: str | Path) -> ArtifactConfig:
     if any(v not in GREEDY_PATHS for v in greedy_path.values()):
         raise ArtifactError(f"{meta}: greedy_path values must be one of {GREEDY_PATHS}")
     return ArtifactConfig(directory=directory, vocabulary=vocab, state=state,
-                          architecture=architecture, graphs=graphs, versions=dict(d.get("versions", {})),
+                          architecture=architecture, graphs=graphs,
+                          versions=dict(d.get("versions", {})),
                           parity=dict(d.get("parity", {})), greedy_path=greedy_path)
 
 

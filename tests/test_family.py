@@ -72,6 +72,14 @@ def test_variant_exports_with_parity_on_both_formats(variant):
     assert all(0 <= c.value <= 1e-5 for c in numeric)
     for graph in ("encoder", "decoder_step", "greedy"):
         check_tflite(run_dir / "artifact" / f"{graph}.tflite", allow_while=graph != "decoder_step")
+    # Where tf2onnx would run Keras's layers in a Loop (GRU, masks), the ONNX encoder is
+    # the cells unrolled instead; otherwise Keras's layers as fused ONNX ops.
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(run_dir / "artifact" / "encoder.onnx")).graph.node}
+    looped = "gru" in VARIANTS[name] or "--mask" in VARIANTS[name]
+    assert meta["onnx_encoder"] == ("unrolled" if looped else "dynamic")
+    assert "Loop" not in ops and (looped or "LSTM" in ops)
 
 
 def test_looped_tflite_encoder_is_refused_where_it_cannot_exist(tmp_path):
