@@ -21,12 +21,13 @@ VARIANTS = {
     "stacked-gru": ["--cell", "gru", "--layers", "2"],
     "word-inputs": ["--unit", "word", "--embedding-dim", "8", "--mask"],
     "deep-encoder-last-state": ["--layers", "2", "--handoff", "last"],
+    "gru-reset-before-logits": ["--cell", "gru", "--no-reset-after", "--logits"],
 }
 STATE = {"gru": ["h0"], "embedding-mask-right-padding": ["h0", "c0"],
          "bidirectional-gru-embedding": ["h0"],
          "stacked-bidirectional-lstm-mask": ["h0", "c0", "h1", "c1"],
          "stacked-gru": ["h0", "h1"], "word-inputs": ["h0", "c0"],
-         "deep-encoder-last-state": ["h0", "c0"]}
+         "deep-encoder-last-state": ["h0", "c0"], "gru-reset-before-logits": ["h0"]}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -59,6 +60,10 @@ def test_variant_exports_with_parity_on_both_formats(variant):
     name, run_dir, result, _ = variant
     meta = read_json(run_dir / "artifact" / "artifact.json")
     assert [s["name"] for s in meta["state"]] == STATE[name]
+    assert meta["architecture"]["output"] == ("logits" if "--logits" in VARIANTS[name]
+                                              else "softmax")
+    if "gru" in VARIANTS[name]:
+        assert meta["architecture"]["reset_after"] == ("--no-reset-after" not in VARIANTS[name])
     layers = 2 if "--layers" in VARIANTS[name] else 1
     assert meta["architecture"]["encoder_layers"] == layers
     assert meta["architecture"]["state_from"] == (

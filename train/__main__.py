@@ -75,6 +75,12 @@ def parser() -> argparse.ArgumentParser:
                       help="output tokens (default: as --unit for a --data file; char for "
                            "the built-in dates, whose answers are one word each); words "
                            "are joined with spaces and framed by [start] / [end]")
+    arch.add_argument("--no-reset-after", dest="reset_after", action="store_false",
+                      help="GRU: the original cell (reset gate before the recurrent "
+                           "product), not Keras 3's default reset_after=True")
+    arch.add_argument("--logits", action="store_true",
+                      help="a linear Dense giving logits (trained from_logits) instead of "
+                           "softmax")
     arch.add_argument("--mask", action="store_true",
                       help="Embedding(mask_zero=True): the encoder skips padding; needs "
                            "--embedding-dim")
@@ -129,7 +135,7 @@ def run(args) -> int:
 
     everything = train_pairs + val_pairs + test_pairs
     arch = Architecture(args.cell, args.layers, args.bidirectional, args.embedding_dim,
-                        args.mask, args.handoff)
+                        args.mask, args.handoff, args.reset_after, args.logits)
     target_unit = args.target_unit or (args.unit if args.data else "char")
     frame = ("[start]", "[end]") if target_unit == "word" else ("\t", "\n")
     vocab = Vocabulary.build([p[0] for p in everything], [p[1] for p in everything], *frame,

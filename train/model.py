@@ -29,6 +29,10 @@ class Architecture:
     # "each": encoder layer i starts decoder layer i; "last": only the top encoder
     # layer's state is handed over, to a one-layer decoder (a deep encoder).
     handoff: str = "each"
+    # GRU only: Keras 3's default reset_after=True, or the original GRU (False).
+    reset_after: bool = True
+    # A linear Dense giving logits (trained with from_logits) instead of softmax.
+    logits: bool = False
 
     def __post_init__(self):
         if self.cell not in RNN:
@@ -39,6 +43,12 @@ class Architecture:
             raise ValueError("mask needs an Embedding (embedding_dim > 0)")
         if self.handoff not in ("each", "last"):
             raise ValueError(f"handoff must be each or last, got {self.handoff!r}")
+
+
+def _rnn(arch: Architecture, units: int, **kwargs):
+    if arch.cell == "gru":
+        kwargs["reset_after"] = arch.reset_after
+    return RNN[arch.cell](units, **kwargs)
 
 
 def _input(name: str, size: int, arch: Architecture):
@@ -60,8 +70,8 @@ def build_model(input_size: int, target_size: int, latent_dim: int = 256,
     encoder_inputs, x = _input("encoder_inputs", input_size, arch)
     states = []
     for i in range(arch.layers):
-        rnn = RNN[arch.cell](latent_dim, return_sequences=i < arch.layers - 1,
-                             return_state=True, name=f"encoder_{arch.cell}{suffix(i)}")
+        rnn = _rnn(arch, latent_dim, return_sequences=i < arch.layers - 1,
+                   return_state=True, name=f"encoder_{arch.cell}{suffix(i)}")
         if arch.bidirectional:
             x, *both = layers.Bidirectional(rnn, name=f"encoder_bi{suffix(i)}")(x)
             states.append([layers.Concatenate(name=f"encoder_state{suffix(i)}_{k}")(
@@ -75,15 +85,17 @@ def build_model(input_size: int, target_size: int, latent_dim: int = 256,
         states = states[-1:]
     for i in range(len(states)):
         name = f"decoder_{arch.cell}" + (suffix(i) if len(states) > 1 else "")
-        x, *_ = RNN[arch.cell](width, return_sequences=True, return_state=True, name=name)(
+        x, *_ = _rnn(arch, width, return_sequences=True, return_state=True, name=name)(
             x, initial_state=states[i])
-    outputs = layers.Dense(target_size, activation="softmax", name="decoder_dense")(x)
+    outputs = layers.Dense(target_size, activation=None if arch.logits else "softmax",
+                           name="decoder_dense")(x)
     model = keras.Model([encoder_inputs, decoder_inputs], outputs, name="seq2seq")
-    compile_model(model)
+    compile_model(model, arch.logits)
     return model
 
 
-def compile_model(model: keras.Model) -> None:
+def compile_model(model: keras.Model, logits: bool = False) -> None:
     # As in the seed; weighted metrics so padding steps (weight 0) do not count.
-    model.compile(optimizer="rmsprop", loss="categorical_crossentropy",
+    model.compile(optimizer="rmsprop",
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=logits),
                   weighted_metrics=["accuracy"])

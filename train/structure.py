@@ -105,7 +105,7 @@ class Seq2SeqParts:
                 return "one-hot"
             return f"embedding {emb.output_dim}" + (" mask_zero" if emb.mask_zero else "")
 
-        return {"cell": self.cell, "encoder_layers": len(self.encoder),
+        described = {"cell": self.cell, "encoder_layers": len(self.encoder),
                 "bidirectional": self.encoder[0].bidirectional,
                 "decoder_layers": len(self.decoder),
                 "state_from": [r.state_from for r in self.decoder],
@@ -113,6 +113,9 @@ class Seq2SeqParts:
                 "encoder_input": side(self.encoder_embedding),
                 "decoder_input": side(self.decoder_embedding),
                 "output": "logits" if self.logits else "softmax"}
+        if self.cell == "gru":
+            described["reset_after"] = bool(self.decoder[0].layer.cell.reset_after)
+        return described
 
 
 def _producer(tensor):
