@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +79,26 @@ class HistoryFile(keras.callbacks.Callback):
         self.path.write_text(json.dumps({"epochs": self.epochs}, indent=1) + "\n")
 
 
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Ctrl-C (SIGINT) ends training after the current batch. A KeyboardInterrupt
+    raised inside TensorFlow's or Keras's own code can be lost there (training then
+    ran on to the end, seen under load), so the signal only sets a flag that this
+    callback turns into ``stop_training``. A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.received = False
+
+    def handle(self, signum, frame):
+        if self.received:
+            raise KeyboardInterrupt
+        self.received = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.received:
+            self.model.stop_training = True
+
+
 @dataclass
 class FitConfig:
     epochs: int
@@ -98,14 +120,21 @@ def fit(model: keras.Model, train_arrays, val_arrays, workdir: Path, cfg: FitCon
         keras.callbacks.TerminateOnNaN(),  # stop on a NaN loss; the checkpoint skips it
     ]
     v_enc, v_dec, v_y, v_w = val_arrays
+    stop = StopOnInterrupt()
+    callbacks.append(stop)
     interrupted = False
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, stop.handle) if main_thread else None
     try:
         model.fit([x_enc, x_dec], y, sample_weight=w, batch_size=cfg.batch_size,
                   epochs=cfg.epochs, validation_data=([v_enc, v_dec], v_y, v_w),
                   callbacks=callbacks, verbose=cfg.verbose, shuffle=True)
     except KeyboardInterrupt:
         interrupted = True
-    return history, interrupted
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+    return history, interrupted or stop.received
 
 
 def plot_history(history_path: Path, png_path: Path) -> None:
