@@ -157,13 +157,13 @@ def _name(layer) -> str:
     return f"{type(layer).__name__} {getattr(layer, 'name', '?')!r}"
 
 
-def _check_rnn(layer, cell: str, bidirectional: bool) -> None:
+def _check_rnn(layer, bidirectional: bool) -> None:
     rnns = (layer.forward_layer, layer.backward_layer) if bidirectional else (layer,)
-    for rnn in rnns:
+    for direction, rnn in enumerate(rnns):
         if rnn.stateful:
             _fail(f"{_name(rnn)} with stateful=True")
-        if rnn.go_backwards and not bidirectional:
-            _fail(f"{_name(rnn)} with go_backwards=True")
+        if rnn.go_backwards != (direction == 1):  # only a backward layer runs backwards
+            _fail(f"{_name(rnn)} with go_backwards={rnn.go_backwards}")
         acts = (getattr(rnn.cell.activation, "__name__", ""),
                 getattr(rnn.cell.recurrent_activation, "__name__", ""))
         if acts != ("tanh", "sigmoid"):
@@ -291,9 +291,9 @@ def locate(model) -> Seq2SeqParts:
     if len(bidirectional) != 1:
         _fail("an encoder mixing Bidirectional and unidirectional layers")
     for layer, bi in encoder_layers:
-        _check_rnn(layer, cell, bi)
+        _check_rnn(layer, bi)
     for layer, _ in decoder_nodes:
-        _check_rnn(layer, cell, False)
+        _check_rnn(layer, False)
     if dec_embedding is None and int(dec_input.shape[-1]) != int(dense.units):
         _fail(f"decoder input width {dec_input.shape[-1]} != Dense units {dense.units}")
     if dec_embedding is not None and int(dec_embedding.input_dim) != int(dense.units):
