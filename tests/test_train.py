@@ -251,3 +251,23 @@ def test_word_vocabulary_standardises_splits_and_maps_unknown_words():
     chars = Vocabulary.build(["ab"], ["x"])
     with pytest.raises(InputError, match="needs a vocabulary with an unknown_token"):
         chars.encode_inputs(["ab"], unknown="unk")
+
+
+def test_a_small_pair_file_trains_with_a_held_out_set_sized_from_it(tmp_path):
+    """400 pairs cannot spare the default 500 for testing: with no --test-size the
+    held-out set is 10% of the data; an explicit size keeps the check."""
+    pairs = tmp_path / "pairs.txt"
+    rows = data.date_pairs(400, seed=5)
+    pairs.write_text("".join(f"{a}\t{b}\n" for a, b in rows), encoding="utf-8")
+    out = tmp_path / "run"
+    done = run_module("train", "--data", str(pairs), "--epochs", "2", "--latent-dim", "8",
+                      "--patience", "5", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "held-out set: 40 pairs (10% of the distinct pairs" in done.stdout
+    assert read_json(out / "train.json")["pairs"]["held_out"] == 40
+    # Not a terminal: one progress line per epoch, not one per batch update.
+    assert done.stdout.count("val_loss:") == 2  # one line for each of the 2 epochs
+    assert "\r" not in done.stdout and "\x1b[" not in done.stdout
+    done = run_module("train", "--data", str(pairs), "--test-size", "500", "--epochs", "1",
+                      "--out", str(tmp_path / "again"))
+    assert done.returncode == 2 and "too few for a test set of 500" in done.stderr

@@ -43,8 +43,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--out", default="runs/latest", metavar="DIR", help="output directory")
     p.add_argument("--force", action="store_true", help="replace a finished output directory")
-    p.add_argument("--test-size", type=positive(int), default=DEFAULTS["test_size"],
-                   help="held-out pairs, never trained on, for the exact-match report")
+    p.add_argument("--test-size", type=positive(int), default=None,
+                   help="held-out pairs, never trained on, for the exact-match report "
+                        f"(default: 10%% of the distinct pairs, at most "
+                        f"{DEFAULTS['test_size']})")
     p.add_argument("--val-split", type=float, default=DEFAULTS["val_split"],
                    help="fraction of the pairs used for validation (early stopping)")
     p.add_argument("--patience", type=positive(int), default=DEFAULTS["patience"],
@@ -120,7 +122,13 @@ def run(args) -> int:
     else:
         pairs = data.date_pairs(args.samples or DEFAULTS["samples"], seed=args.seed)
         source = "built-in dates"
-    train_pairs, val_pairs, test_pairs = data.split(pairs, args.test_size, args.val_split,
+    test_size = args.test_size
+    if test_size is None:  # sized from the data, so a small file still trains
+        test_size = data.default_test_size(pairs, DEFAULTS["test_size"])
+        if test_size < DEFAULTS["test_size"]:
+            print(f"held-out set: {test_size} pairs (10% of the distinct pairs; "
+                  "--test-size sets it)", flush=True)
+    train_pairs, val_pairs, test_pairs = data.split(pairs, test_size, args.val_split,
                                                     args.seed)
     print(f"data: {source}: {len(train_pairs)} train, {len(val_pairs)} validation, "
           f"{len(test_pairs)} held-out pairs", flush=True)
@@ -166,7 +174,7 @@ def run(args) -> int:
             model, fit.teacher_forcing_arrays(vocab, train_pairs, ids),
             fit.teacher_forcing_arrays(vocab, val_pairs, ids), staging,
             fit.FitConfig(args.epochs, args.batch_size, args.patience,
-                          verbose=0 if args.quiet else 1))
+                          verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2))
         seconds = time.monotonic() - started
         model_path = staging / fit.MODEL_FILE
         if not model_path.exists():

@@ -106,6 +106,12 @@ def date_pairs(count: int, seed: int = 0) -> list[tuple[str, str]]:
     return [(t, iso) for t, iso in pairs.items() if t not in clashes]
 
 
+def default_test_size(pairs: list[tuple[str, str]], most: int) -> int:
+    """10% of the distinct inputs, at least 1 and at most ``most``."""
+    distinct = len({source for source, _ in pairs})
+    return max(1, min(most, distinct // 10))
+
+
 def split(pairs: list[tuple[str, str]], test_size: int, val_fraction: float, seed: int):
     """Shuffle, then cut off a held-out test set and a validation set.
 
