@@ -1,5 +1,5 @@
 # Quick start: `make demo` (set up, train on the built-in data, export, decode,
-# benchmark; about 15 minutes on 2 cores) and `make test` (set up, run the tests).
+# benchmark; 5-15 minutes on 2 cores) and `make test` (set up, run the tests).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
