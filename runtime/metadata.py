@@ -122,6 +122,8 @@ def load_config(directory: str | Path) -> ArtifactConfig:
                             "directory?") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ArtifactError(f"{meta}: corrupt metadata ({e})") from None
+    except RecursionError:
+        raise ArtifactError(f"{meta}: corrupt metadata (nested too deeply)") from None
     if not isinstance(d, dict) or d.get("format") != ARTIFACT_FORMAT:
         raise ArtifactError(f"{meta}: not a {ARTIFACT_FORMAT} metadata file")
     if d.get("version") not in READABLE_VERSIONS:

@@ -312,6 +312,9 @@ class Vocabulary:
             raise VocabularyError(f"{path}: vocabulary file not found") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise VocabularyError(f"{path}: not a JSON vocabulary file ({e})") from None
+        except RecursionError:
+            raise VocabularyError(f"{path}: not a JSON vocabulary file (nested too "
+                                  "deeply)") from None
         try:
             return cls.from_dict(d)
         except VocabularyError as e:

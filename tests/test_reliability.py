@@ -88,6 +88,7 @@ def test_corrupted_metadata_gives_a_named_error(tiny_artifact, heldout, tmp_path
     outside = json.loads(meta)
     outside["graphs"][0]["file"] = "../" + outside["graphs"][0]["file"]
     cases = {"empty": "", "truncated": meta[: len(meta) // 2], "not json": "\x00\x01garbage",
+             "nested 100,000 deep": "[" * 100_000 + "]" * 100_000,
              "a list": "[]", "other version": json.dumps(other_version),
              "wrong sha256": json.dumps(wrong_hash), "path outside": json.dumps(outside)}
     for i, (label, content) in enumerate(cases.items()):

@@ -271,3 +271,12 @@ def test_a_small_pair_file_trains_with_a_held_out_set_sized_from_it(tmp_path):
     done = run_module("train", "--data", str(pairs), "--test-size", "500", "--epochs", "1",
                       "--out", str(tmp_path / "again"))
     assert done.returncode == 2 and "too few for a test set of 500" in done.stderr
+
+
+def test_a_deeply_nested_vocabulary_file_is_a_clear_error(tmp_path):
+    from runtime.errors import VocabularyError
+
+    path = tmp_path / "vocab.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(VocabularyError, match="nested too deeply"):
+        Vocabulary.load(path)
