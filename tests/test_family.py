@@ -353,7 +353,13 @@ def test_notebook_api_exports_the_model_in_memory(tmp_path):
                                  texts=["go on", "hi", "run"], **QUIET)
     assert all(c.ok for c in result.checks)
     assert result.metadata["source_model"]["file"] is None
-    assert len(runtime.load(tmp_path / "art", backend="tflite").translate(["hi"])) == 1
+    from train.reference import ReferenceDecoder
+
+    texts = ["go on", "hi", "run"]
+    want = ReferenceDecoder(model, vocab).greedy(texts)
+    for greedy in ("step", "fused"):
+        loaded = runtime.load(tmp_path / "art", backend="tflite", greedy=greedy)
+        assert loaded.translate(texts) == want
     with pytest.raises(runtime.InputError, match="keras.Model"):
         export.export_model("model.keras", vocab, tmp_path / "x")
     assert not (tmp_path / "x").exists()
