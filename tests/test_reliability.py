@@ -206,6 +206,12 @@ def test_eight_threads_by_200_decodes_equal_serial(tiny_artifact, heldout, backe
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda t: model.translate([t])[0], texts))
     assert results == [serial[t] for t in texts]
+    if backend == "tflite" and (os.cpu_count() or 1) > 1:
+        from runtime.backends.litert import POOL_SIZE
+
+        # Concurrent callers got interpreters of their own, up to one per core.
+        graph = model.backend._greedy if model.fused else model.backend._step
+        assert 1 < graph.size <= POOL_SIZE == os.cpu_count()
 
 
 def test_killed_training_keeps_previous_output_and_rerun_succeeds(tmp_path):
