@@ -28,26 +28,21 @@ class KerasBackend(Backend):
             def step(token, state):
                 x = (tf.one_hot(token[:, None], width) if reference.parts.decoder_embedding
                      is None else token[:, None])
-                probs, *state = dec([x, *state], training=False)
-                probs = probs[:, 0, :]
-                return probs, tuple(state), tf.argmax(probs, axis=-1, output_type=tf.int32)
+                return dec([x, *state], training=False)
 
             self._encode, self._step = encode, step
 
     def encode(self, input_ids):
         if self.mode == "tf.function":
-            state = self._encode(self.reference.encoder_inputs(input_ids))
-            given = iter(state if isinstance(state, (list, tuple)) else [state])
-            # Decoder layers started from zeros, as ReferenceDecoder.encode does.
-            return tuple(np.asarray(next(given)) if rec.state_from is not None else
-                         np.zeros((len(input_ids), rec.units), np.float32)
-                         for rec in self.reference.parts.decoder
-                         for _ in self.reference.parts.state_kinds)
+            out = self._encode(self.reference.encoder_inputs(input_ids))
+            return self.reference.initial_state(
+                input_ids, out if isinstance(out, (list, tuple)) else [out])
         return self.reference.encode(input_ids, self.mode)
 
     def step(self, token, state):
         if self.mode == "tf.function":
-            probs, state, nxt = self._step(token, tuple(state))
-            return probs.numpy(), tuple(t.numpy() for t in state), nxt.numpy()
-        probs, state = self.reference.step(token, state, self.mode)
-        return probs, state, probs.argmax(axis=-1).astype(np.int32)
+            probs, state, weights = self.reference.after_step(
+                state, self._step(token, tuple(state)))
+        else:
+            probs, state, weights = self.reference.step(token, state, self.mode)
+        return probs, state, probs.argmax(axis=-1).astype(np.int32), weights

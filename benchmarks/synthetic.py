@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--embedding-dim", type=int, default=0, metavar="D",
                    help="Embedding inputs of width D (0: one-hot)")
     p.add_argument("--mask", action="store_true", help="Embedding(mask_zero=True)")
+    p.add_argument("--attention", choices=("luong", "bahdanau"), default="",
+                   help="the decoder attends over the encoder's outputs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quantize", type=comma_list(QUANTIZE), default=[], metavar="LIST",
                    help="comma-separated quantized variants to export as well: int8, fp16")
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         arch = Architecture(args.cell, args.layers, args.bidirectional, args.embedding_dim,
-                            args.mask)
+                            args.mask, attention=args.attention)
     except ValueError as e:
         p.error(str(e))
     try:

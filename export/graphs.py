@@ -1,10 +1,13 @@
 """The graphs export converts, built from the trained layers' weights.
 
 * encoder: ``input_ids`` int32 [batch, steps] -> the decoder's initial state,
-  one tensor per name in ``state_names`` ([batch, units] each)
-* decoder_step: ``token`` int32 [batch] and the state -> ``probs`` [batch, vocab],
-  the state as ``NAME_out``, and ``next_token`` int32 (the argmax, so the
-  runtime's loop does no work of its own per step)
+  one tensor per name in ``state_names`` ([batch, units] each); with attention
+  also ``memory`` [batch, steps, units] (the top encoder layer's outputs) and,
+  for a masked encoder, ``memory_mask`` [batch, steps] (1.0 on real steps)
+* decoder_step: ``token`` int32 [batch], the state (and memory) -> ``probs``
+  [batch, vocab], the state as ``NAME_out``, ``next_token`` int32 (the argmax,
+  so the runtime's loop does no work of its own per step) and, with attention,
+  ``attention`` [batch, steps] (the weights over the input steps)
 * greedy: ``input_ids`` -> ``output_ids`` [batch, max_output_length], ``lengths``
 
 The state is per decoder layer ``i``: ``h{i}`` (and ``c{i}`` for an LSTM), in
@@ -25,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from runtime.metadata import MEMORY, MEMORY_MASK, AttentionSpec
 from runtime.vocab import Vocabulary
 from train.structure import Seq2SeqParts
 
@@ -60,18 +64,38 @@ class GraphBuilder:
                                  for kind in parts.state_kinds)
         self.state_units = tuple(rec.units for rec in parts.decoder
                                  for _ in parts.state_kinds)
+        # Keras zeroes a masked step's output where this is set (Bidirectional sets it).
+        self.zero_masked = [[bool(getattr(r, "zero_output_for_mask", False)) for r in rec.rnns]
+                            for rec in parts.encoder]
+        self.attention = None
+        self.memory_names: tuple[str, ...] = ()
+        if parts.attention is not None:
+            att = parts.attention
+            self.attention = AttentionSpec(att.kind, int(att.memory.shape[-1]), parts.masked)
+            self.memory_names = self.attention.memory_names
+            self.score_scale = att.scale
+            self.hidden = None
+            if att.hidden is not None:
+                w = {v.path.rsplit("/", 1)[-1]: np.asarray(v.numpy(), np.float32)
+                     for v in att.hidden.weights}
+                self.hidden = (w["kernel"], w.get("bias", np.zeros(w["kernel"].shape[1],
+                                                                   np.float32)))
 
     @property
     def loopable(self) -> bool:
-        """The looped encoder form exists for one unidirectional layer."""
-        return len(self.parts.encoder) == 1 and not self.parts.encoder[0].bidirectional
+        """The looped encoder form exists for one unidirectional layer whose outputs
+        nothing reads (attention reads every step's)."""
+        return (len(self.parts.encoder) == 1 and not self.parts.encoder[0].bidirectional
+                and self.attention is None)
 
     # -- encoder pieces (tf ops, made inside the traced functions) -------------------
     def _mask(self, input_ids):
         return tf.not_equal(input_ids, 0)[:, :, None] if self.parts.masked else None
 
-    def _decoder_start(self, finals: list[tuple], batch) -> tuple:
-        """The decoder's initial state from the encoder layers' final states."""
+    def _decoder_start(self, finals: list[tuple], batch, memory=None, input_ids=None
+                       ) -> tuple:
+        """The decoder's initial state from the encoder layers' final states; with
+        attention then the memory (and its mask, 1.0 where ``input_ids`` is not 0)."""
         state = []
         for rec, units in zip(self.parts.decoder, self.state_units[::len(
                 self.parts.state_kinds)]):
@@ -80,10 +104,16 @@ class GraphBuilder:
                 state += [zero] * len(self.parts.state_kinds)
             else:
                 state += list(finals[rec.state_from])
+        if self.attention is not None:
+            state.append(memory)
+            if self.attention.masked:
+                state.append(tf.cast(tf.not_equal(input_ids, 0), tf.float32))
         return tuple(state)
 
-    def _run_direction(self, cell: CellOps, xwb: list, mask, backward: bool):
-        """One direction of one layer over the fixed steps: (final state, outputs)."""
+    def _run_direction(self, cell: CellOps, xwb: list, mask, backward: bool,
+                       zero_masked: bool = False):
+        """One direction of one layer over the fixed steps: (final state, outputs).
+        A masked step's output repeats the last one, or is zeros (``zero_masked``)."""
         steps = range(len(xwb) - 1, -1, -1) if backward else range(len(xwb))
         outputs = [None] * len(xwb)
         state = None
@@ -97,6 +127,8 @@ class GraphBuilder:
                 new = cell.step(xwb[t], state)
                 state = new if mask is None else _where(mask[:, t], new, state)
             outputs[t] = state[0]
+            if zero_masked and mask is not None:
+                outputs[t] = tf.where(mask[:, t], state[0], tf.zeros_like(state[0]))
         return state, outputs
 
     def _encode_unrolled(self, input_ids):
@@ -113,7 +145,8 @@ class GraphBuilder:
                 else:
                     cell = CellOps(w)
                     xwb = cell.project_all(below)
-                state, out = self._run_direction(cell, xwb, mask, backward=d == 1)
+                state, out = self._run_direction(cell, xwb, mask, backward=d == 1,
+                                                 zero_masked=self.zero_masked[li][d])
                 states.append(state)
                 outputs.append(out)
             if len(weights) == 2:  # Bidirectional, merge_mode="concat"
@@ -122,7 +155,8 @@ class GraphBuilder:
             else:
                 finals.append(states[0])
                 below = outputs[0]
-        return self._decoder_start(finals, tf.shape(input_ids)[0])
+        memory = tf.stack(below, axis=1) if self.attention is not None else None
+        return self._decoder_start(finals, tf.shape(input_ids)[0], memory, input_ids)
 
     def _encode_looped(self, input_ids):
         # One cell in a WHILE: its weights are packed once and stay in cache, where
@@ -151,8 +185,10 @@ class GraphBuilder:
     def _keras_encoder(self):
         """The ONNX encoder: ids -> state through a fresh Keras copy of the encoder."""
         parts = self.parts
+        memory = [parts.attention.memory] if parts.attention is not None else []
         model = keras_encoder(keras.Model(parts.encoder_input,
-                                          [t for s in parts.initial_states for t in s]))
+                                          [t for s in parts.initial_states for t in s]
+                                          + memory))
         width = parts.input_size
         kinds = len(parts.state_kinds)
 
@@ -166,7 +202,8 @@ class GraphBuilder:
                 if rec.state_from is not None:
                     finals[rec.state_from] = tuple(given[:kinds])
                     given = given[kinds:]
-            return self._decoder_start(finals, tf.shape(ids)[0])
+            return self._decoder_start(finals, tf.shape(ids)[0], given[-1] if memory else None,
+                                       ids)
 
         return encode, model
 
@@ -174,25 +211,70 @@ class GraphBuilder:
     def _step_constants(self):
         cells = [CellOps(w, w.table(self.dec_embedding) if i == 0 else None)
                  for i, w in enumerate(self.dec)]
-        return cells, tf.constant(self.dense_kernel), tf.constant(self.dense_bias)
+        consts = {"cells": cells, "dense": (tf.constant(self.dense_kernel),
+                                            tf.constant(self.dense_bias))}
+        if self.attention is not None:
+            if self.score_scale is not None:
+                consts["scale"] = tf.constant(self.score_scale)
+            if self.hidden is not None:
+                consts["hidden"] = tuple(tf.constant(w) for w in self.hidden)
+        return consts
+
+    def _attend(self, consts, query, memory, mask):
+        """Keras's Attention / AdditiveAttention for one query row per batch row:
+        (context [batch, units], weights [batch, steps])."""
+        if self.attention.kind == "luong":
+            scores = tf.matmul(query[:, None, :], memory, transpose_b=True)[:, 0, :]
+            if "scale" in consts:
+                scores = scores * consts["scale"]
+        else:
+            tanh = tf.tanh(query[:, None, :] + memory)
+            scores = tf.reduce_sum(tanh * consts["scale"] if "scale" in consts else tanh, -1)
+        if mask is not None:  # as Keras: padding scores lowered by 1e9
+            scores = tf.where(mask > 0.5, scores, scores - 1e9)
+        weights = tf.nn.softmax(scores)
+        return tf.matmul(weights[:, None, :], memory)[:, 0, :], weights
 
     def _step(self, consts, token, state):
-        cells, dense_kernel, dense_bias = consts
+        """One step: (carried state, logits, attention weights or None). ``state``
+        holds the carried state, then the memory (and mask) with attention."""
         n = len(self.parts.state_kinds)
         new, x = [], None
-        for i, cell in enumerate(cells):
+        for i, cell in enumerate(consts["cells"]):
             xwb = cell.rows(token) if i == 0 else cell.project(x)
             layer_state = cell.step(xwb, tuple(state[i * n:(i + 1) * n]))
             new += layer_state
             x = layer_state[0]
-        return tuple(new), tf.matmul(x, dense_kernel) + dense_bias
+        weights = None
+        if self.attention is not None:
+            memory = state[len(self.state_names)]
+            mask = state[len(self.state_names) + 1] if self.attention.masked else None
+            context, weights = self._attend(consts, x, memory, mask)
+            x = tf.concat([context, x] if self.parts.attention.context_first
+                          else [x, context], axis=-1)
+            if "hidden" in consts:
+                kernel, bias = consts["hidden"]
+                x = tf.tanh(tf.matmul(x, kernel) + bias)
+        kernel, bias = consts["dense"]
+        return tuple(new), tf.matmul(x, kernel) + bias, weights
 
-    def _state_specs(self):
-        return [tf.TensorSpec([None, units], tf.float32, name)
-                for name, units in zip(self.state_names, self.state_units)]
+    def _state_specs(self, steps=None):
+        """Inputs of the step: the carried state, then the memory (and its mask) over
+        ``steps`` input steps (None: any number)."""
+        specs = [tf.TensorSpec([None, units], tf.float32, name)
+                 for name, units in zip(self.state_names, self.state_units)]
+        if self.attention is not None:
+            specs.append(tf.TensorSpec([None, steps, self.attention.memory_units],
+                                       tf.float32, MEMORY))
+            if self.attention.masked:
+                specs.append(tf.TensorSpec([None, steps], tf.float32, MEMORY_MASK))
+        return specs
 
     def _named_state(self, state, suffix: str = "") -> dict:
-        return {f"{name}{suffix}": t for name, t in zip(self.state_names, state)}
+        """The carried state by name (``suffix`` "_out" for the step's outputs); the
+        encoder's (no suffix) also names the memory."""
+        names = self.state_names + (self.memory_names if not suffix else ())
+        return {f"{name}{suffix}": t for name, t in zip(names, state)}
 
     # -- the graphs export converts -------------------------------------------------
     def encoder_fixed(self, style: str = "unrolled"):
@@ -225,14 +307,19 @@ class GraphBuilder:
         encoder.keras_model = model  # keep the model alive with the function
         return encoder
 
-    def decoder_step(self):
+    def decoder_step(self, steps: int | None = None):
+        """The single step; with attention, its memory spans ``steps`` input steps
+        (None: any number, for ONNX; TFLite takes the fixed ``max_input_length``)."""
         @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, "token"),
-                                      *self._state_specs()])
+                                      *self._state_specs(steps)])
         def decoder_step(token, *state):
-            state, logits = self._step(self._step_constants(), token, state)
+            new, logits, weights = self._step(self._step_constants(), token, state)
             probs = tf.nn.softmax(logits)
-            return {"probs": probs, **self._named_state(state, "_out"),
-                    "next_token": tf.argmax(probs, axis=-1, output_type=tf.int32)}
+            out = {"probs": probs, **self._named_state(new, "_out"),
+                   "next_token": tf.argmax(probs, axis=-1, output_type=tf.int32)}
+            if weights is not None:
+                out["attention"] = weights
+            return out
 
         return decoder_step
 
@@ -262,6 +349,8 @@ class GraphBuilder:
             consts = self._step_constants()
             batch = tf.shape(input_ids)[0]
             state = encode(input_ids)
+            carried = len(self.state_names)
+            state, memory = state[:carried], tuple(state[carried:])  # memory: read-only
             token = tf.fill([batch], start)
             out = tf.zeros([batch, steps], tf.int32)
             done = tf.zeros([batch], tf.bool)
@@ -271,7 +360,7 @@ class GraphBuilder:
                 return tf.logical_and(t < steps, tf.logical_not(tf.reduce_all(done)))
 
             def body(t, token, out, done, *state):
-                state, logits = self._step(consts, token, state)
+                state, logits, _ = self._step(consts, token, tuple(state) + memory)
                 token = tf.argmax(logits, axis=-1, output_type=tf.int32)
                 out = tf.where(tf.equal(columns, t)[None, :], token[:, None], out)
                 return (t + 1, token, out, tf.logical_or(done, tf.equal(token, end)), *state)

@@ -61,6 +61,7 @@ def graph_checks(directory: Path, variant: tuple[str, str], reference: Reference
     rng = np.random.default_rng(seed)
     worst: dict[str, float] = {}
     names = [s.name for s in config.state]
+    memory = list(config.attention.memory_names) if config.attention else []
 
     def note(key, got, want):
         worst[key] = max(worst.get(key, 0.0), float(np.max(np.abs(got - want))))
@@ -68,17 +69,20 @@ def graph_checks(directory: Path, variant: tuple[str, str], reference: Reference
     for ids in (_random_inputs(vocab, rng), vocab.encode_inputs(texts[:32]),
                 _every_length(vocab, rng)):
         want_state = reference.encode(ids)
-        for name, got, want in zip(names, backend.encode(ids), want_state):
+        for name, got, want in zip(names + memory, backend.encode(ids), want_state,
+                                   strict=True):
             note(f"encoder.{name}", got, want)
         batch = len(ids)
         starts = [(np.full(batch, vocab.start_id, np.int32), want_state),
                   (rng.integers(0, vocab.target_size, batch, dtype=np.int32),
                    tuple(rng.normal(0, 0.5, (batch, s.units)).astype(np.float32)
-                         for s in config.state))]
+                         for s in config.state) + want_state[len(names):])]
         for token, state in starts:
-            want_p, want_state2 = reference.step(token, state)
-            got_p, got_state2, got_next = backend.step(token, state)
+            want_p, want_state2, want_w = reference.step(token, state)
+            got_p, got_state2, got_next, got_w = backend.step(token, state)
             note("decoder_step.probs", got_p, want_p)
+            if want_w is not None:
+                note("decoder_step.attention", got_w, want_w)
             for name, got, want in zip(names, got_state2, want_state2):
                 note(f"decoder_step.{name}_out", got, want)
             top2 = np.sort(want_p, axis=1)[:, -2:]

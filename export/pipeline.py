@@ -157,7 +157,7 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
                          f"layer(s), bidirectional {parts.encoder[0].bidirectional} (use "
                          "--tflite-encoder auto or unrolled)")
     state = tuple(StateTensor(n, u) for n, u in zip(builder.state_names, builder.state_units))
-    io = graph_io(state)
+    io = graph_io(state, builder.attention)
     staging = outdir.staging_dir(out)
     try:
         graphs: list[dict] = []
@@ -200,7 +200,7 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
                     log("  " + ", ".join(f"{k} {v:.0f} µs" for k, v in form["timing_us"].items())
                         + f" per call: {form['style']} kept", flush=True)
                 graphs.append(_graph_entry(staging, io, "encoder", "tflite", precision, file))
-            step_fn = builder.decoder_step()
+            step_fn = builder.decoder_step(vocab.max_input_length)
             for precision in tfl_precisions:
                 file = _tflite_file("decoder_step", precision)
                 log(f"converting decoder_step to TFLite ({precision})", flush=True)
@@ -221,7 +221,11 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
             "format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION,
             "vocabulary": vocab_dict,
             "architecture": parts.describe(),
-            "state": [{"name": t.name, "units": t.units} for t in state], "opset": opset,
+            "state": [{"name": t.name, "units": t.units} for t in state],
+            "attention": None if builder.attention is None else {
+                "kind": builder.attention.kind, "memory_units": builder.attention.memory_units,
+                "masked": builder.attention.masked},
+            "opset": opset,
             "graphs": graphs, "versions": _versions(),
             "source_model": source,
             "encoder_note": "inputs are always padded to max_input_length by the "

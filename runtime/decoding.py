@@ -67,18 +67,23 @@ def _check_finite(probs: np.ndarray) -> None:
 
 
 def greedy(backend: Backend, input_ids: np.ndarray, start: int, end: int,
-           steps: int) -> list[list[int]]:
-    """Greedy decode of a batch; finished rows ride along until all are done."""
+           steps: int, attention: bool = False) -> list:
+    """Greedy decode of a batch; finished rows ride along until all are done. With
+    ``attention``, each result is ``(ids, weights [len(ids), input steps])``: the
+    attention weights of the step that produced each token."""
     batch = input_ids.shape[0]
-    if batch == 1:
+    if batch == 1 and not attention:
         return [list(stream_greedy(backend, input_ids, start, end, steps))]
     state = backend.encode(input_ids)
     token = np.full(batch, start, dtype=np.int32)
     out = np.empty((batch, steps), dtype=np.int32)
     lengths = np.full(batch, steps)
     active = np.ones(batch, dtype=bool)
+    maps = []
     for t in range(steps):
-        probs, state, token = backend.step(token, state)
+        probs, state, token, weights = backend.step(token, state)
+        if attention:
+            maps.append(weights)
         out[:, t] = token
         ended = active & (token == end)
         if ended.any():
@@ -87,7 +92,13 @@ def greedy(backend: Backend, input_ids: np.ndarray, start: int, end: int,
             if not active.any():
                 break
     _check_finite(probs)
-    return [out[i, :lengths[i]].tolist() for i in range(batch)]
+    ids = [out[i, :lengths[i]].tolist() for i in range(batch)]
+    if not attention:
+        return ids
+    if maps[0] is None:
+        raise InputError("this model has no attention, so there are no attention weights")
+    stacked = np.stack(maps, axis=1)  # [batch, steps decoded, input steps]
+    return [(ids[i], stacked[i, :lengths[i]]) for i in range(batch)]
 
 
 def fused_greedy(backend: Backend, input_ids: np.ndarray, steps: int) -> list[list[int]]:
@@ -105,7 +116,7 @@ def stream_greedy(backend: Backend, input_ids: np.ndarray, start: int, end: int,
     token = np.full(1, start, dtype=np.int32)
     step = backend.step
     for _ in range(steps):
-        probs, state, token = step(token, state)
+        probs, state, token, _ = step(token, state)
         tid = int(token[0])
         if tid == end:
             break
@@ -122,7 +133,7 @@ def sample(backend: Backend, input_ids: np.ndarray, start: int, end: int, steps:
     seqs: list[list[int]] = [[] for _ in range(batch)]
     active = np.ones(batch, dtype=bool)
     for _ in range(steps):
-        probs, state, _ = backend.step(token, state)
+        probs, state, _, _ = backend.step(token, state)
         _check_finite(probs)
         logits = np.log(np.maximum(probs, 1e-30)) / temperature
         if 0 < top_k < logits.shape[1]:
@@ -152,7 +163,7 @@ def beam_search(backend: Backend, input_ids: np.ndarray, start: int, end: int, s
     tokens = np.full(1, start, dtype=np.int32)
     finished: list[tuple[float, list[int]]] = []
     for t in range(steps):
-        probs, state, _ = backend.step(tokens, state)
+        probs, state, _, _ = backend.step(tokens, state)
         _check_finite(probs)
         total = scores[:, None] + np.log(np.maximum(probs, 1e-30))
         flat = total.ravel()
@@ -176,7 +187,7 @@ def beam_search(backend: Backend, input_ids: np.ndarray, start: int, end: int, s
         if len(finished) >= beam_size or not keep_rows:
             break
         rows = np.asarray(keep_rows)
-        state = tuple(s[rows] for s in state)
+        state = tuple(s[rows] for s in state)  # the memory rows travel with their beams
         seqs, scores = keep_seqs, np.asarray(keep_scores)
         tokens = np.asarray(keep_tokens, dtype=np.int32)
     return max(finished, key=lambda f: f[0])[1]

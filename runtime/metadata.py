@@ -15,9 +15,10 @@ from .errors import ArtifactError, VocabularyError
 from .vocab import Vocabulary
 
 ARTIFACT_FORMAT = "seq2seq-artifact"
-ARTIFACT_VERSION = 2
-# Version 1 (the one-layer LSTM, state "h" and "c" of latent_dim) still loads.
-READABLE_VERSIONS = (1, 2)
+ARTIFACT_VERSION = 3
+# Version 1 (the one-layer LSTM, state "h" and "c" of latent_dim) and 2 (no
+# "attention" field) still load.
+READABLE_VERSIONS = (1, 2, 3)
 METADATA_FILE = "artifact.json"
 GRAPH_NAMES = ("encoder", "decoder_step", "greedy")
 # Fixed tensor names; the decoder state's names come from the metadata ("state").
@@ -25,6 +26,12 @@ ENCODER_INPUTS = ("input_ids",)
 GREEDY_INPUTS = ("input_ids",)
 GREEDY_OUTPUTS = ("output_ids", "lengths")
 GREEDY_PATHS = ("step", "fused")
+# Attention models: tensors the encoder makes and every step reads unchanged, and
+# the step's extra output, the weights over the input steps [batch, steps].
+MEMORY = "memory"  # [batch, steps, units]: the encoder's outputs
+MEMORY_MASK = "memory_mask"  # [batch, steps] float32, 1.0 on real (unpadded) steps
+ATTENTION = "attention"
+ATTENTION_KINDS = ("luong", "bahdanau")
 
 
 @dataclass(frozen=True)
@@ -36,12 +43,30 @@ class StateTensor:
     units: int
 
 
-def graph_io(state: tuple[StateTensor, ...]) -> dict[str, tuple[tuple[str, ...], ...]]:
-    """Input and output tensor names of each graph, for a decoder state."""
+@dataclass(frozen=True)
+class AttentionSpec:
+    """The decoder attends over the encoder's outputs (``memory``)."""
+    kind: str  # "luong" (dot product) or "bahdanau" (additive)
+    memory_units: int  # width of each encoder output
+    # The encoder skips padding (Embedding mask_zero): the graphs pass memory_mask.
+    masked: bool
+
+    @property
+    def memory_names(self) -> tuple[str, ...]:
+        return (MEMORY, MEMORY_MASK) if self.masked else (MEMORY,)
+
+
+def graph_io(state: tuple[StateTensor, ...], attention: AttentionSpec | None = None
+             ) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """Input and output tensor names of each graph, for a decoder state (and
+    attention: the encoder also returns the memory, which the step also takes)."""
     names = tuple(s.name for s in state)
-    return {"encoder": (ENCODER_INPUTS, names),
-            "decoder_step": (("token",) + names,
-                             ("probs",) + tuple(f"{n}_out" for n in names) + ("next_token",)),
+    memory = attention.memory_names if attention else ()
+    weights = (ATTENTION,) if attention else ()
+    return {"encoder": (ENCODER_INPUTS, names + memory),
+            "decoder_step": (("token",) + names + memory,
+                             ("probs",) + tuple(f"{n}_out" for n in names) + ("next_token",)
+                             + weights),
             "greedy": (GREEDY_INPUTS, GREEDY_OUTPUTS)}
 
 
@@ -65,6 +90,8 @@ class ArtifactConfig:
     state: tuple[StateTensor, ...]
     # What the model is (cell, layers, inputs), as export recorded it; for people.
     architecture: dict
+    # Attention over the encoder's outputs, or None.
+    attention: AttentionSpec | None
     graphs: tuple[GraphFile, ...]
     versions: dict
     parity: dict
@@ -146,6 +173,11 @@ def load_config(directory: str | Path) -> ArtifactConfig:
                       outputs=tuple(g["outputs"]))
             for g in d["graphs"])
         greedy_path = dict(d.get("greedy_path") or {})
+        attention = None
+        if d.get("attention") is not None:
+            a = d["attention"]
+            attention = AttentionSpec(str(a["kind"]), int(a["memory_units"]),
+                                      bool(a["masked"]))
     except VocabularyError as e:
         raise ArtifactError(f"{meta}: bad vocabulary: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
@@ -155,7 +187,11 @@ def load_config(directory: str | Path) -> ArtifactConfig:
             n.isidentifier() and s.units > 0 for n, s in zip(names, state)):
         raise ArtifactError(f"{meta}: the decoder state {names} must be distinct names "
                             "with positive units")
-    io = graph_io(state)
+    if attention is not None and (attention.kind not in ATTENTION_KINDS
+                                  or attention.memory_units < 1):
+        raise ArtifactError(f"{meta}: attention kind must be one of {ATTENTION_KINDS} with "
+                            f"positive memory_units, got {attention}")
+    io = graph_io(state, attention)
     for g in graphs:
         if g.name not in GRAPH_NAMES:
             raise ArtifactError(f"{meta}: unknown graph {g.name!r}")
@@ -166,7 +202,7 @@ def load_config(directory: str | Path) -> ArtifactConfig:
     if any(v not in GREEDY_PATHS for v in greedy_path.values()):
         raise ArtifactError(f"{meta}: greedy_path values must be one of {GREEDY_PATHS}")
     return ArtifactConfig(directory=directory, vocabulary=vocab, state=state,
-                          architecture=architecture, graphs=graphs,
+                          architecture=architecture, attention=attention, graphs=graphs,
                           versions=dict(d.get("versions", {})),
                           parity=dict(d.get("parity", {})), greedy_path=greedy_path)
 

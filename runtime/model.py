@@ -7,6 +7,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import decoding
+from .alignment import AttentionMap, attention_map
 from .backends import BACKENDS, DEVICES, Backend, create
 from .errors import ArtifactError, BackendError, InputError
 from .metadata import GREEDY_PATHS, ArtifactConfig, load_config, read_graph
@@ -31,12 +32,17 @@ class Seq2SeqModel:
     def vocabulary(self) -> Vocabulary:
         return self.config.vocabulary
 
+    @property
+    def has_attention(self) -> bool:
+        """The model attends over the encoder's outputs (its step returns weights)."""
+        return self.config.attention is not None
+
     # -- high level -----------------------------------------------------
     def translate(self, texts: Sequence[str], beam_size: int = 1,
                   max_length: int | None = None, *, length_penalty: float = 1.0,
                   temperature: float = 0.0, top_k: int = 0, seed: int | None = None,
                   unknown: str = "error", too_long: str = "error",
-                  batch_size: int = 64) -> list[str]:
+                  batch_size: int = 64, return_attention: bool = False) -> list:
         """Decode each text. Greedy by default; ``beam_size > 1`` runs beam search;
         ``temperature > 0`` samples (with ``top_k`` and ``seed``).
 
@@ -44,14 +50,32 @@ class Seq2SeqModel:
         of raising InputError, ``unknown="unk"`` maps them to the vocabulary's
         unknown token; ``too_long="truncate"`` cuts inputs to the model's
         maximum instead of raising. An empty list gives an empty list.
+
+        ``return_attention=True`` (attention models, greedy decoding) returns an
+        ``AttentionMap`` per text instead of a string: the output, its tokens and
+        each one's weights over the input tokens (the step loop runs, since the
+        fused graph returns no weights).
         """
         options = decoding.DecodeOptions(beam_size, max_length, length_penalty, temperature,
                                          top_k, seed).validate(self.vocabulary.max_output_length)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if return_attention and not self.has_attention:
+            raise InputError(f"{self.config.directory}: this model has no attention, so "
+                             "return_attention=True has no weights to return")
+        if return_attention and (options.beam_size > 1 or options.temperature > 0):
+            raise InputError("return_attention=True works with greedy decoding only")
         ids = self.vocabulary.encode_inputs(texts, unknown, too_long)
         vocab = self.vocabulary
         steps = options.steps(vocab.max_output_length)
+        if return_attention:
+            maps: list[AttentionMap] = []
+            for lo in range(0, len(ids), batch_size):
+                chunk = ids[lo:lo + batch_size]
+                found = decoding.greedy(self.backend, chunk, vocab.start_id, vocab.end_id,
+                                        steps, attention=True)
+                maps += [attention_map(vocab, row, out, w) for row, (out, w) in zip(chunk, found)]
+            return maps
         results: list[list[int]] = []
         # Only sampling needs a generator (making one costs more than a decode step).
         rng = np.random.default_rng(options.seed) if options.temperature > 0 else None
@@ -92,13 +116,19 @@ class Seq2SeqModel:
     # -- low level, for apps that write their own loop ------------------
     def encode(self, texts: Sequence[str], unknown: str = "error", too_long: str = "error"):
         """The decoder's initial state after the encoder: a tuple of arrays, one row per
-        text, named by ``config.state`` (for a one-layer LSTM: ``h0``, ``c0``)."""
+        text, named by ``config.state`` (for a one-layer LSTM: ``h0``, ``c0``), then
+        for an attention model the memory (and ``memory_mask``)."""
         return self.backend.encode(self.vocabulary.encode_inputs(texts, unknown, too_long))
 
-    def step(self, tokens, state):
+    def step(self, tokens, state, return_attention: bool = False):
         """One decoder step: token ids ``[batch]`` and the state ->
-        ``(probs, state, argmax)``."""
-        return self.backend.step(np.asarray(tokens, dtype=np.int32), tuple(state))
+        ``(probs, state, argmax)``, and the attention weights ``[batch, input steps]``
+        as a fourth item with ``return_attention=True`` (attention models)."""
+        if return_attention and not self.has_attention:
+            raise InputError("this model has no attention, so there are no weights to return")
+        probs, state, nxt, weights = self.backend.step(np.asarray(tokens, dtype=np.int32),
+                                                       tuple(state))
+        return (probs, state, nxt, weights) if return_attention else (probs, state, nxt)
 
 
 def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",

@@ -96,15 +96,21 @@ def test_synthetic_model_of_each_architecture_exports(tmp_path):
 def test_variants_benchmark_compares_each_architecture_with_the_lstm(tmp_path):
     out = tmp_path / "variants"
     done = run_module("benchmarks.variants", "--latent-dim", "8", "--rounds", "1",
-                      "--sentences", "2", "--variants", "gru", "--out", str(out), timeout=600)
+                      "--sentences", "2", "--variants", "gru,lstm-luong", "--out", str(out),
+                      timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "results.json").read_text())
-    assert set(result["per_token_us"]) == {"lstm", "gru"}
+    assert set(result["per_token_us"]) == {"lstm", "gru", "lstm-luong"}
     for path in ("onnx", "onnx-fused", "tflite", "tflite-fused", "keras-tf.function"):
         assert result["per_token_us"]["gru"][path] > 0
         assert result["vs_lstm"]["lstm"][path] == 1.0
-    assert {(t["variant"], t["path"]) for t in result["targets"]} == {
-        ("gru", p) for p in ("onnx", "onnx-fused", "tflite", "tflite-fused")}
-    assert "gru / lstm on tflite" in (out / "report.md").read_text(encoding="utf-8")
+    paths = ("onnx", "onnx-fused", "tflite", "tflite-fused")
+    assert {(t["variant"], t["baseline"], t["path"]) for t in result["targets"]} == {
+        *((v, "lstm", p) for v in ("gru", "lstm-luong") for p in paths),
+        ("lstm-luong", "lstm", "best"), ("lstm-luong", "keras-predict", "best")}
+    # Attention is timed against the keras.io loop (predict per step) as well.
+    assert set(result["keras_predict_per_token_us"]) == {"lstm-luong", "lstm"}
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "gru / lstm on tflite" in report and "against keras-predict" in report
     done = run_module("benchmarks.variants", "--variants", "transformer")
     assert done.returncode == 2 and "unknown variant" in done.stderr

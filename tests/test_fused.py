@@ -72,7 +72,7 @@ def test_fused_graph_stops_early_once_every_row_ended(tiny_artifact, heldout):
     token = np.full(len(ids), vocab.start_id, np.int32)
     past_end = []
     for t in range(steps):
-        _, state, token = model.backend.step(token, state)
+        _, state, token, _ = model.backend.step(token, state)
         if t >= done:
             past_end.append(token)
     assert np.any(np.stack(past_end) != 0), "a never-stopping graph would be invisible"

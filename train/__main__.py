@@ -27,13 +27,18 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m train",
         description="Train an encoder-decoder (by default the seed's one-hot LSTM; see the "
                     "architecture options) on a tab-separated pair file "
-                    "(keras.io / manythings.org format) or, by default, on the built-in "
-                    "data set (dates in seven languages -> ISO 8601, generated from CLDR). "
+                    "(keras.io / manythings.org format) or, by default, on a built-in "
+                    "data set made offline (dates in seven languages -> ISO 8601 from "
+                    "CLDR, or number words -> digits). "
                     "Writes model.keras, vocab.json, heldout.tsv, history.json, loss.png and "
                     "train.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", metavar="FILE", help="input<TAB>target[<TAB>...] UTF-8 file; "
-                   "omit for the built-in date data set")
+                   "omit for a built-in data set (--builtin)")
+    p.add_argument("--builtin", choices=("dates", "numbers"), default="dates",
+                   help="the built-in data set used without --data: dates in seven "
+                        "languages -> ISO 8601, or English number words up to millions "
+                        "-> digits (long inputs: a task where attention matters)")
     p.add_argument("--samples", type=positive(int), default=None,
                    help=f"pairs to use (file: the first N; built-in: N generated, "
                         f"default {DEFAULTS['samples']})")
@@ -75,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
                            "TextVectorization does; unknown words map to [UNK])")
     arch.add_argument("--target-unit", choices=("char", "word"), default=None,
                       help="output tokens (default: as --unit for a --data file; char for "
-                           "the built-in dates, whose answers are one word each); words "
+                           "the built-in data, whose answers are one word each); words "
                            "are joined with spaces and framed by [start] / [end]")
     arch.add_argument("--no-reset-after", dest="reset_after", action="store_false",
                       help="GRU: the original cell (reset gate before the recurrent "
@@ -83,6 +88,10 @@ def parser() -> argparse.ArgumentParser:
     arch.add_argument("--logits", action="store_true",
                       help="a linear Dense giving logits (trained from_logits) instead of "
                            "softmax")
+    arch.add_argument("--attention", choices=("luong", "bahdanau"), default=None,
+                      help="the decoder attends over the encoder's outputs: luong "
+                           "(keras.layers.Attention, dot product) or bahdanau "
+                           "(AdditiveAttention), then Concatenate and Dense(tanh)")
     arch.add_argument("--mask", action="store_true",
                       help="Embedding(mask_zero=True): the encoder skips padding; needs "
                            "--embedding-dim")
@@ -119,6 +128,9 @@ def run(args) -> int:
         if loaded.skipped_long:
             print(f"skipped {loaded.skipped_long} pairs longer than "
                   f"{data.DEFAULT_MAX_CHARS} characters", file=sys.stderr)
+    elif args.builtin == "numbers":
+        pairs = data.number_pairs(args.samples or DEFAULTS["samples"], seed=args.seed)
+        source = "built-in numbers"
     else:
         pairs = data.date_pairs(args.samples or DEFAULTS["samples"], seed=args.seed)
         source = "built-in dates"
@@ -143,7 +155,8 @@ def run(args) -> int:
 
     everything = train_pairs + val_pairs + test_pairs
     arch = Architecture(args.cell, args.layers, args.bidirectional, args.embedding_dim,
-                        args.mask, args.handoff, args.reset_after, args.logits)
+                        args.mask, args.handoff, args.reset_after, args.logits,
+                        args.attention or "")
     target_unit = args.target_unit or (args.unit if args.data else "char")
     frame = ("[start]", "[end]") if target_unit == "word" else ("\t", "\n")
     vocab = Vocabulary.build([p[0] for p in everything], [p[1] for p in everything], *frame,

@@ -130,3 +130,59 @@ def split(pairs: list[tuple[str, str]], test_size: int, val_fraction: float, see
     val = unique[test_size:test_size + n_val]
     train = unique[test_size + n_val:]
     return train, val, test
+
+
+# -- built-in data: English number words -> digits (where attention matters) --------
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
+         "fourteen fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+NUMBER_DIGITS = 7  # up to 9,999,999: the inputs run to 70 characters
+
+
+def number_words(n: int) -> str:
+    """American English words for 0 <= n < 10**9, without "and":
+    ``3412007 -> "three million four hundred twelve thousand seven"``."""
+    if not 0 <= n < 10 ** 9:
+        raise ValueError(f"number words are made for 0 to 999,999,999, not {n}")
+    if n == 0:
+        return "zero"
+
+    def below_thousand(k: int) -> list[str]:
+        words = []
+        if k >= 100:
+            words += [_ONES[k // 100], "hundred"]
+            k %= 100
+        if k >= 20:
+            words.append(_TENS[k // 10] + (f"-{_ONES[k % 10]}" if k % 10 else ""))
+        elif k:
+            words.append(_ONES[k])
+        return words
+
+    words = []
+    for scale, name in ((10 ** 6, "million"), (10 ** 3, "thousand"), (1, "")):
+        part, n = divmod(n, scale)
+        if part:
+            words += below_thousand(part) + ([name] if name else [])
+    return " ".join(words)
+
+
+def number_pairs(count: int, seed: int = 0,
+                 digits: int = NUMBER_DIGITS) -> list[tuple[str, str]]:
+    """``count`` distinct pairs like ``("three million four hundred twelve thousand
+    seven", "3412007")``. Each length of 1 to ``digits`` digits is equally likely,
+    so short and long numbers are both well represented. The answer sits far from
+    where its words are in the input, and long inputs strain a model that must
+    squeeze the whole input into one state: a task where attention matters."""
+    lengths = range(1, digits + 1)
+    available = 10 ** digits
+    if not 1 <= count <= available // 2:
+        raise DataError(f"the built-in number data set has 1 to {available // 2} examples; "
+                        f"asked for {count}")
+    rng = random.Random(seed)
+    chosen: set[int] = set()
+    while len(chosen) < count:
+        length = rng.choice(lengths)
+        chosen.add(rng.randrange(10 ** (length - 1) if length > 1 else 0, 10 ** length))
+    numbers = sorted(chosen)
+    rng.shuffle(numbers)
+    return [(number_words(n), str(n)) for n in numbers]

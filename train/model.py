@@ -12,6 +12,7 @@ import keras
 from keras import layers
 
 RNN = {"lstm": layers.LSTM, "gru": layers.GRU}
+ATTENTION = {"luong": layers.Attention, "bahdanau": layers.AdditiveAttention}
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,10 @@ class Architecture:
     reset_after: bool = True
     # A linear Dense giving logits (trained with from_logits) instead of softmax.
     logits: bool = False
+    # "" (none), "luong" or "bahdanau": the decoder's outputs attend over the top
+    # encoder layer's outputs; context and decoder output are joined by
+    # Concatenate, then Dense(tanh) (Luong's attentional hidden state).
+    attention: str = ""
 
     def __post_init__(self):
         if self.cell not in RNN:
@@ -43,6 +48,9 @@ class Architecture:
             raise ValueError("mask needs an Embedding (embedding_dim > 0)")
         if self.handoff not in ("each", "last"):
             raise ValueError(f"handoff must be each or last, got {self.handoff!r}")
+        if self.attention and self.attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {tuple(ATTENTION)}, got "
+                             f"{self.attention!r}")
 
 
 def _rnn(arch: Architecture, units: int, **kwargs):
@@ -64,13 +72,15 @@ def build_model(input_size: int, target_size: int, latent_dim: int = 256,
                 arch: Architecture = Architecture()) -> keras.Model:
     """Encoder RNN(s) return their final state; decoder layer i starts from encoder
     layer i's (or one decoder layer from the top encoder layer's, ``handoff="last"``);
-    teacher forcing; Dense softmax. Inputs are one-hot rows or ids."""
+    teacher forcing; Dense softmax. Inputs are one-hot rows or ids. With attention,
+    the top encoder layer also returns its sequence, which the decoder attends over."""
     kinds = 2 if arch.cell == "lstm" else 1
     suffix = (lambda i: "") if arch.layers == 1 else (lambda i: f"_{i}")
     encoder_inputs, x = _input("encoder_inputs", input_size, arch)
     states = []
     for i in range(arch.layers):
-        rnn = _rnn(arch, latent_dim, return_sequences=i < arch.layers - 1,
+        top = i == arch.layers - 1
+        rnn = _rnn(arch, latent_dim, return_sequences=not top or bool(arch.attention),
                    return_state=True, name=f"encoder_{arch.cell}{suffix(i)}")
         if arch.bidirectional:
             x, *both = layers.Bidirectional(rnn, name=f"encoder_bi{suffix(i)}")(x)
@@ -79,6 +89,7 @@ def build_model(input_size: int, target_size: int, latent_dim: int = 256,
         else:
             x, *state = rnn(x)
             states.append(state)
+    memory = x
     decoder_inputs, x = _input("decoder_inputs", target_size, arch)
     width = latent_dim * (2 if arch.bidirectional else 1)
     if arch.handoff == "last":
@@ -87,6 +98,10 @@ def build_model(input_size: int, target_size: int, latent_dim: int = 256,
         name = f"decoder_{arch.cell}" + (suffix(i) if len(states) > 1 else "")
         x, *_ = _rnn(arch, width, return_sequences=True, return_state=True, name=name)(
             x, initial_state=states[i])
+    if arch.attention:  # memory: the top encoder layer's outputs (mask travels with it)
+        context = ATTENTION[arch.attention](name="attention")([x, memory])
+        x = layers.Concatenate(name="attention_concat")([context, x])
+        x = layers.Dense(width, activation="tanh", name="attentional_hidden")(x)
     outputs = layers.Dense(target_size, activation=None if arch.logits else "softmax",
                            name="decoder_dense")(x)
     model = keras.Model([encoder_inputs, decoder_inputs], outputs, name="seq2seq")

@@ -27,19 +27,33 @@ def _stepping_layer(rnn):
     return clone
 
 
+def _attention_with_scores(layer, inputs, mask):
+    """``(context, weights)`` of a Keras copy of the trained attention layer, holding
+    its weights: the layer itself, called before, cannot return a second output in
+    a new graph (Keras 3 reports it "not connected")."""
+    clone = type(layer).from_config(layer.get_config())
+    out = clone(inputs, mask=mask, return_attention_scores=True)
+    clone.set_weights(layer.get_weights())
+    return out
+
+
 class ReferenceDecoder:
     """Keras's own answers: an encoder model up to the decoder's initial states, and
     a step model of the decoder's layers on one token, called from a Python loop.
-    The state is the runtime's: per decoder layer ``h`` (and ``c``), in order."""
+    The state is the runtime's: per decoder layer ``h`` (and ``c``), in order; with
+    attention then ``memory`` (the encoder's outputs) and, for a masked encoder,
+    ``memory_mask`` (1.0 on real steps), which every step reads unchanged."""
 
     def __init__(self, model: keras.Model, vocab: Vocabulary):
         parts = locate(model)
         check_vocabulary(parts, vocab)
         self.vocab = vocab
         self.parts = parts
+        attention = parts.attention
+        memory = [attention.memory] if attention else []
         self.encoder = keras.Model(parts.encoder_input,
-                                   [t for states in parts.initial_states for t in states],
-                                   name="reference_encoder")
+                                   [t for states in parts.initial_states for t in states]
+                                   + memory, name="reference_encoder")
         if parts.decoder_embedding is None:
             token = keras.Input(shape=(None, vocab.target_size), name="token")
             x = token
@@ -53,10 +67,27 @@ class ReferenceDecoder:
             x, *states = _stepping_layer(rec.layer)(x, initial_state=inputs)
             state_in += inputs
             state_out += states
+        self.carried = len(state_in)
+        weights = []
+        if attention:
+            memory_in = keras.Input(shape=(None, int(attention.memory.shape[-1])),
+                                    name="memory")
+            state_in.append(memory_in)
+            mask = None
+            if parts.masked:  # Keras passes the Embedding's mask to the attention layer
+                mask_in = keras.Input(shape=(None,), name="memory_mask")
+                state_in.append(mask_in)
+                mask = [None, keras.ops.cast(mask_in, "bool")]
+            context, scores = _attention_with_scores(attention.layer, [x, memory_in], mask)
+            x = keras.layers.Concatenate()([context, x] if attention.context_first
+                                           else [x, context])
+            if attention.hidden is not None:
+                x = attention.hidden(x)
+            weights = [scores]
         out = parts.dense(x)
         if parts.logits:  # the runtime's probs are always probabilities
             out = keras.layers.Softmax()(out)
-        self.decoder = keras.Model([token, *state_in], [out, *state_out],
+        self.decoder = keras.Model([token, *state_in], [out, *state_out, *weights],
                                    name="reference_decoder_step")
 
     # Two ways of calling a Keras model, kept so the benchmarks can compare them.
@@ -73,22 +104,39 @@ class ReferenceDecoder:
 
     def encode(self, ids: np.ndarray, mode: str = "call") -> tuple:
         """The decoder's initial state for input ids ``[batch, steps]``: a tuple of
-        ``[batch, units]`` arrays, zeros for decoder layers started from zeros."""
-        given = iter(self._run(self.encoder, self.encoder_inputs(ids), mode))
+        ``[batch, units]`` arrays, zeros for decoder layers started from zeros, then
+        the attention memory (and mask) where the model has attention."""
+        return self.initial_state(ids, self._run(self.encoder, self.encoder_inputs(ids), mode))
+
+    def initial_state(self, ids: np.ndarray, outputs: list) -> tuple:
+        """The runtime's state from the Keras encoder model's outputs for ``ids``."""
+        given = iter(np.asarray(x) for x in outputs)
         state = []
         for rec in self.parts.decoder:
             for _ in self.parts.state_kinds:
                 state.append(next(given) if rec.state_from is not None else
                              np.zeros((len(ids), rec.units), np.float32))
+        if self.parts.attention:
+            state.append(next(given))
+            if self.parts.masked:
+                state.append((np.asarray(ids) != 0).astype(np.float32))
         return tuple(state)
 
     def step(self, token_ids: np.ndarray, state: tuple, mode: str = "call"):
-        """``(probs [batch, targets], state)`` after one decoder step."""
+        """``(probs [batch, targets], state, attention)`` after one decoder step;
+        ``attention`` is the weights over the input steps ``[batch, steps]``, or
+        None for a model without attention."""
         ids = np.asarray(token_ids).reshape(-1, 1)
         x = (self.vocab.one_hot_targets(ids) if self.parts.decoder_embedding is None
              else ids.astype(np.int32))
-        probs, *state = self._run(self.decoder, [x, *state], mode)
-        return probs[:, 0, :], tuple(state)
+        return self.after_step(state, self._run(self.decoder, [x, *state], mode))
+
+    def after_step(self, state: tuple, outputs: list):
+        """``(probs, state, attention)`` from the Keras step model's outputs."""
+        probs, *out = (np.asarray(x) for x in outputs)
+        carried = tuple(out[:self.carried]) + tuple(state[self.carried:])
+        weights = out[self.carried][:, 0, :] if self.parts.attention else None
+        return probs[:, 0, :], carried, weights
 
     def greedy_ids(self, texts: Sequence[str], mode: str = "call",
                    max_length: int | None = None) -> list[list[int]]:
@@ -100,7 +148,7 @@ class ReferenceDecoder:
         out = [[] for _ in texts]
         done = np.zeros(len(texts), dtype=bool)
         for _ in range(steps):
-            probs, state = self.step(tokens, state, mode)
+            probs, state, _ = self.step(tokens, state, mode)
             tokens = probs.argmax(axis=-1)
             for i in np.flatnonzero(~done):
                 if tokens[i] == vocab.end_id:

@@ -10,7 +10,11 @@ either side; LSTM or GRU; a unidirectional or ``Bidirectional`` (concat) encoder
 whose directions' states are joined by ``Concatenate``; stacked layers, each
 decoder layer starting from the final state of an encoder layer (N to N), or
 only some of them (a deep encoder handing over its last state), the others from
-zeros; a ``Dense`` with softmax or linear logits.
+zeros; optionally attention over the top encoder layer's outputs (Luong's
+``Attention`` or Bahdanau's ``AdditiveAttention``, called as ``[query=decoder
+outputs, value=encoder outputs]``), joined to the decoder's outputs by
+``Concatenate`` and optionally through a ``Dense(tanh)``; a ``Dense`` with
+softmax or linear logits.
 """
 from __future__ import annotations
 
@@ -30,8 +34,13 @@ EXPECTED = (
     "Embedding; an encoder of stacked LSTM or GRU layers (optionally Bidirectional with "
     "merge_mode='concat', their states joined by Concatenate) whose final states start "
     "the decoder's layers of the same kind (initial_state); the top decoder layer's "
-    "sequence output -> Dense (softmax or linear logits) as the only output. Not "
-    "supported: attention, Lambda or custom layers, subclassed models, stateful RNNs")
+    "sequence output -> Dense (softmax or linear logits) as the only output; or, with "
+    "attention, Attention() or AdditiveAttention() called as [decoder outputs, top "
+    "encoder layer's outputs] -> Concatenate with the decoder outputs -> optional "
+    "Dense(tanh) -> that Dense. Not supported: Lambda or custom layers, subclassed "
+    "models, stateful RNNs, causal or explicit attention masks, a separate attention key")
+# Attention layers export rebuilds, by the name artifact.json records.
+ATTENTION_KINDS = {"luong": keras.layers.Attention, "bahdanau": keras.layers.AdditiveAttention}
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,24 @@ class Recurrent:
 
 
 @dataclass(frozen=True)
+class AttentionParts:
+    """Attention over the encoder's outputs (the "memory"), found by structure."""
+    layer: keras.layers.Layer  # keras.layers.Attention or AdditiveAttention
+    kind: str  # "luong" or "bahdanau"
+    # Concatenate([context, decoder output]) (True) or the other way round.
+    context_first: bool
+    # Dense(tanh) between Concatenate and the output Dense (Luong's attentional
+    # hidden state), or None.
+    hidden: keras.layers.Dense | None
+    memory: object  # KerasTensor: the top encoder layer's sequence output
+
+    @property
+    def scale(self):
+        """The learned score scale (Luong: a scalar; Bahdanau: a vector), or None."""
+        return None if self.layer.scale is None else self.layer.scale.numpy()
+
+
+@dataclass(frozen=True)
 class Seq2SeqParts:
     cell: str  # "lstm" or "gru"
     encoder: tuple[Recurrent, ...]  # bottom to top
@@ -69,6 +96,7 @@ class Seq2SeqParts:
     # The tensors the decoder's layers start from, in decoder-layer order (each
     # layer's [h, c] or [h]); the Keras reference encoder outputs these.
     initial_states: tuple
+    attention: AttentionParts | None = None
 
     @property
     def state_kinds(self) -> tuple[str, ...]:
@@ -113,6 +141,10 @@ class Seq2SeqParts:
                 "encoder_input": side(self.encoder_embedding),
                 "decoder_input": side(self.decoder_embedding),
                 "output": "logits" if self.logits else "softmax"}
+        if self.attention is not None:
+            described["attention"] = self.attention.kind
+            described["attention_scale"] = self.attention.layer.use_scale
+            described["attentional_hidden"] = self.attention.hidden is not None
         if self.cell == "gru":
             described["reset_after"] = bool(self.decoder[0].layer.cell.reset_after)
         return described
@@ -225,9 +257,9 @@ def locate(model) -> Seq2SeqParts:
     if activation not in ("softmax", "linear"):
         _fail(f"the Dense activation is {activation}, not softmax or linear")
 
+    tensor, attention = _attention_head(dense_node.input_tensors[0])
     # Down the decoder: each layer's sequence output feeds the next.
     decoder_nodes = []
-    tensor = dense_node.input_tensors[0]
     while True:
         layer, node, index = _producer(tensor)
         kind = _recurrent(layer)
@@ -299,12 +331,71 @@ def locate(model) -> Seq2SeqParts:
     if dec_embedding is not None and int(dec_embedding.input_dim) != int(dense.units):
         _fail(f"decoder Embedding input_dim {dec_embedding.input_dim} != Dense units "
               f"{dense.units}")
+    if attention is not None:
+        _check_memory(attention, encoder_layers[-1][0])
     encoder = tuple(Recurrent(layer, bi) for layer, bi in encoder_layers)
     decoder = tuple(Recurrent(layer, False, position[id(s[0][0])] if s else None)
                     for (layer, _), s in zip(decoder_nodes, sources))
     initial = tuple(s[1] for s in sources if s)
     return Seq2SeqParts(cell, encoder, decoder, dense, enc_input, dec_input, enc_embedding,
-                        dec_embedding, initial)
+                        dec_embedding, initial, attention)
+
+
+def _attention_head(tensor):
+    """What the output Dense reads: the decoder's top sequence output (no attention),
+    or [Dense(tanh) <-] Concatenate <- (attention context, decoder output). Returns
+    the decoder output tensor and the AttentionParts (or None)."""
+    layer, node, _ = _producer(tensor)
+    hidden = None
+    if isinstance(layer, keras.layers.Dense):
+        activation = getattr(layer.activation, "__name__", "?")
+        if activation != "tanh":
+            _fail(f"{_name(layer)} with activation {activation} before the output Dense "
+                  "(only Dense(tanh) after attention's Concatenate is supported)")
+        hidden = layer
+        layer, node, _ = _producer(node.input_tensors[0])
+        if not isinstance(layer, keras.layers.Concatenate):
+            _fail(f"a Dense(tanh) reading {_name(layer)}, not attention's Concatenate")
+    if not isinstance(layer, keras.layers.Concatenate):
+        return tensor, None
+    pieces = node.input_tensors
+    kinds = [_attention_kind(_producer(t)[0]) for t in pieces]
+    if len(pieces) != 2 or sorted(k is None for k in kinds) != [False, True]:
+        _fail(f"{_name(layer)} joining {len(pieces)} tensor(s); expected an attention "
+              "layer's context and the decoder outputs")
+    if layer.axis not in (-1, 2):
+        _fail(f"{_name(layer)} on axis {layer.axis}, not the last axis")
+    context_first = kinds[0] is not None
+    context, decoder_out = pieces if context_first else pieces[::-1]
+    att, att_node, _ = _producer(context)
+    kind = kinds[0] or kinds[1]
+    args = att_node.arguments.kwargs
+    if args.get("use_causal_mask") or args.get("mask") is not None:
+        _fail(f"{_name(att)} called with use_causal_mask or an explicit mask (the mask "
+              "of the encoder's Embedding, passed on by Keras, is supported)")
+    if kind == "luong" and att.score_mode != "dot":
+        _fail(f"{_name(att)} with score_mode={att.score_mode!r}, not 'dot'")
+    call = att_node.input_tensors
+    if len(call) != 2 or id(call[0]) != id(decoder_out):
+        _fail(f"{_name(att)} called on {len(call)} tensor(s); expected [query=the decoder "
+              "outputs that Concatenate also joins, value=the encoder outputs] (no key)")
+    return decoder_out, AttentionParts(att, kind, context_first, hidden, call[1])
+
+
+def _attention_kind(layer) -> str | None:
+    for kind, cls in ATTENTION_KINDS.items():
+        if type(layer) is cls:
+            return kind
+    return None
+
+
+def _check_memory(attention: AttentionParts, top) -> None:
+    """Attention's value must be the top encoder layer's sequence output."""
+    layer, _, index = _producer(attention.memory)
+    inner = top.forward_layer if isinstance(top, keras.layers.Bidirectional) else top
+    if layer is not top or index != 0 or not inner.return_sequences:
+        _fail(f"{_name(attention.layer)} attending over {_name(layer)} output {index}; "
+              "expected the top encoder layer's sequence output (return_sequences=True)")
 
 
 def check_vocabulary(parts: Seq2SeqParts, vocab: Vocabulary) -> None:

@@ -14,12 +14,14 @@ BACKENDS = ("onnx", "tflite")
 DEVICES = ("cpu", "cuda")
 
 
-State = tuple  # the decoder state: one float32 [batch, units] array per state tensor
+# The decoder state: one float32 [batch, units] array per state tensor, in the order
+# the artifact's metadata lists (``state``); for an attention model then the memory
+# (and its mask), which every step reads and passes on unchanged.
+State = tuple
 
 
 class Backend(ABC):
-    """Runs the encoder and the single-step decoder of one artifact. The decoder state
-    is a tuple of arrays, in the order the artifact's metadata lists (``state``)."""
+    """Runs the encoder and the single-step decoder of one artifact."""
 
     name: str = "?"
 
@@ -28,15 +30,29 @@ class Backend(ABC):
         """``input_ids`` int32 ``[batch, steps]`` -> the decoder's initial state."""
 
     @abstractmethod
-    def step(self, token: np.ndarray, state: State) -> tuple[np.ndarray, State, np.ndarray]:
-        """``token`` int32 ``[batch]`` and the state -> ``(probs, state, next_token)``;
-        ``next_token`` is the argmax of ``probs``, computed inside the graph."""
+    def step(self, token: np.ndarray, state: State) -> Step:
+        """``token`` int32 ``[batch]`` and the state -> ``(probs, state, next_token,
+        attention)``; ``next_token`` is the argmax of ``probs``, computed inside the
+        graph; ``attention`` the weights over the input steps, or None."""
 
     def greedy(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The fused greedy graph, when loaded: ``(output_ids, lengths)``."""
         raise NotImplementedError(f"the {self.name} backend has no fused greedy graph loaded")
 
     has_fused = False
+
+
+Step = tuple  # (probs, state, next_token, attention or None)
+
+
+def split_step(outputs: list, state: State, step_outputs: tuple[str, ...]) -> Step:
+    """A step graph's outputs (``probs``, each ``NAME_out``, ``next_token``, and
+    ``attention`` where the model has it) as ``(probs, state, next_token,
+    attention)``. State the graph does not return (the memory) is passed on."""
+    carried = sum(name.endswith("_out") for name in step_outputs)
+    new = tuple(outputs[1:1 + carried]) + tuple(state[carried:])
+    weights = outputs[2 + carried] if len(outputs) > 2 + carried else None
+    return outputs[0], new, outputs[1 + carried], weights
 
 
 # Per graph name, (bytes, file name, input names, output names).

@@ -7,7 +7,7 @@ whenever a caller finds them all busy, up to one per core; concurrent callers
 then decode in parallel (measured: two threads, 2.0x the calls per second of
 one). The decode state travels in and out explicitly, so any interpreter can
 serve any call. Graphs have a dynamic batch dimension; an interpreter is
-resized when the batch it is given changes.
+resized when the shapes it is given change.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import queue
 import threading
 
 from ..errors import ArtifactError, BackendError
-from . import Backend
+from . import Backend, split_step
 
 # The most interpreters per graph: more than one per core adds memory, not speed.
 POOL_SIZE = max(1, os.cpu_count() or 1)
@@ -51,15 +51,15 @@ class _Interpreter:
         except (ValueError, RuntimeError) as e:
             raise ArtifactError(f"{filename}: LiteRT cannot load it: "
                                 f"{str(e).splitlines()[0][:300]}") from None
-        self.batch = None
+        self.shapes = None
 
     def __call__(self, *arrays):
-        batch = arrays[0].shape[0]
-        if batch != self.batch:
+        shapes = [a.shape for a in arrays]
+        if shapes != self.shapes:
             for index, array in zip(self.inputs, arrays):
                 self.interp.resize_tensor_input(index, array.shape, strict=True)
             self.interp.allocate_tensors()
-            self.batch = batch
+            self.shapes = shapes
         for index, array in zip(self.inputs, arrays):
             self.interp.set_tensor(index, array)
         self.interp.invoke()
@@ -101,6 +101,7 @@ class LiteRTBackend(Backend):
         Interpreter = _import_interpreter()
         self._encoder = _Graph(Interpreter, threads, *graphs["encoder"])
         self._step = _Graph(Interpreter, threads, *graphs["decoder_step"])
+        self._step_out = graphs["decoder_step"][3]
         self._greedy = None
         if "greedy" in graphs:
             self._greedy = _Graph(Interpreter, threads, *graphs["greedy"])
@@ -110,8 +111,7 @@ class LiteRTBackend(Backend):
         return tuple(self._encoder(input_ids))
 
     def step(self, token, state):
-        out = self._step(token, *state)
-        return out[0], tuple(out[1:-1]), out[-1]
+        return split_step(self._step(token, *state), state, self._step_out)
 
     def greedy(self, input_ids):
         if self._greedy is None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 from ..errors import ArtifactError, BackendError
-from . import Backend
+from . import Backend, split_step
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -76,7 +76,7 @@ class OnnxBackend(Backend):
 
     def step(self, token, state):
         out = self._step.run(self._step_out, dict(zip(self._step_in, (token, *state))))
-        return out[0], tuple(out[1:-1]), out[-1]
+        return split_step(out, state, self._step_out)
 
     def greedy(self, input_ids):
         if self._greedy is None:
