@@ -104,6 +104,18 @@ MUTANTS = (
     Mutant("mirrored-strategy-ignored", "train/__main__.py",
            "if args.strategy == \"mirrored\":", "if args.strategy == \"none\":",
            ("tests/test_train.py", "-k", "mirrored")),
+    Mutant("attention-ignores-the-mask", "export/graphs.py",
+           "if mask is not None:  # as Keras: padding scores lowered by 1e9",
+           "if mask is None:  # as Keras: padding scores lowered by 1e9",
+           ("tests/test_attention.py", "-k", "describes")),
+    Mutant("attention-concat-order-fixed", "export/graphs.py",
+           "x = tf.concat([context, x] if self.parts.attention.context_first",
+           "x = tf.concat([context, x] if True",
+           ("tests/test_attention.py", "-k", "hand_written")),
+    Mutant("attention-maps-keep-padding", "runtime/alignment.py",
+           "real = np.flatnonzero(input_ids != vocab.pad_id)",
+           "real = np.arange(len(input_ids))",
+           ("tests/test_attention.py", "-k", "maps_are_keras")),
 )
 
 

@@ -115,15 +115,10 @@ def test_beam_sampling_and_batches_run_with_the_memory(trained):
 
 
 def _score(model, text, out):
-    vocab = model.vocabulary
-    ids = vocab.encode_target(out)[:vocab.max_output_length]
-    state = model.encode([text])
-    token, total = vocab.start_id, 0.0
-    for tid in ids:
-        probs, state, _ = model.step([token], state)
-        total += float(np.log(max(probs[0, tid], 1e-30)))
-        token = tid
-    return total / len(ids)
+    from test_runtime import _logprobs
+
+    rows = _logprobs(model, text, out)
+    return sum(float(np.log(max(p[t], 1e-30))) for p, t in rows) / len(rows)
 
 
 def test_low_level_step_returns_the_weights(trained):

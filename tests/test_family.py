@@ -280,7 +280,9 @@ def _refused(model, tmp_path, *fragments):
     assert not (tmp_path / "art").exists()
 
 
-def test_attention_model_is_refused_clearly(tmp_path):
+def test_concatenate_without_attention_is_refused_clearly(tmp_path):
+    """Attention models pass (tests/test_attention.py); a Concatenate that joins no
+    attention context does not."""
     import keras
     from keras import layers
 
@@ -288,10 +290,9 @@ def test_attention_model_is_refused_clearly(tmp_path):
     seq, h, c = layers.LSTM(8, return_sequences=True, return_state=True)(enc_in)
     dec_in = keras.Input((None, 3))
     dec = layers.LSTM(8, return_sequences=True)(dec_in, initial_state=[h, c])
-    context = layers.Attention()([dec, seq])
-    joined = layers.Concatenate()([context, dec])
+    joined = layers.Concatenate()([seq, dec])
     model = keras.Model([enc_in, dec_in], layers.Dense(3, activation="softmax")(joined))
-    _refused(model, tmp_path, "the Dense reads Concatenate")
+    _refused(model, tmp_path, "expected an attention layer's context")
 
 
 def test_mixed_cells_and_lambda_are_refused_clearly(tmp_path):

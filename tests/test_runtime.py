@@ -47,9 +47,7 @@ def _logprobs(model, text: str, out: str):
     """Per-step probabilities of ``out`` (then the end token, if it fits) given
     ``text``, by teacher forcing through the low-level API."""
     vocab = model.vocabulary
-    ids = vocab.encode_target(out)
-    if len(ids) < vocab.max_output_length:
-        ids = ids + [vocab.end_id]
+    ids = vocab.encode_target(out)[:vocab.max_output_length]  # the end token, if it fits
     state = model.encode([text])
     token, rows = vocab.start_id, []
     for tid in ids:
