@@ -105,4 +105,7 @@ def _run(args) -> int:
 
 
 if __name__ == "__main__":
+    from runtime.console import quiet_native_noise
+
+    quiet_native_noise()
     sys.exit(main())

@@ -99,4 +99,7 @@ def _build(args, pool: str, arch) -> int:
 
 
 if __name__ == "__main__":
+    from runtime.console import quiet_native_noise
+
+    quiet_native_noise()
     sys.exit(main())

@@ -73,4 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from runtime.console import quiet_native_noise
+
+    quiet_native_noise()
     sys.exit(main())

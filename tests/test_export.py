@@ -132,6 +132,9 @@ def test_cli_exports_end_to_end_with_quantized_variants(tiny_run, tmp_path):
                       "--quantize", "int8,fp16", "--check-samples", "30")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "greedy == Keras" in done.stdout and "FAIL" not in done.stdout
+    # TensorFlow's and LiteRT's start-up chatter stays off the user's terminal.
+    for noise in ("oneDNN", "absl::InitializeLog", "cuInit", "XNNPACK"):
+        assert noise not in done.stderr, done.stderr[:2000]
     meta = read_json(out / "artifact.json")
     variants = {(g["format"], g["precision"]) for g in meta["graphs"]}
     assert variants == {("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"),

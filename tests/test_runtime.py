@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -363,3 +364,26 @@ def test_version_1_artifacts_still_load_and_decode_as_keras(backend, greedy):
     np.testing.assert_allclose(state[1], want["c"], atol=1e-5)
     probs, _, _ = model.step([model.vocabulary.start_id] * len(texts), state)
     np.testing.assert_allclose(probs, want["first_step_probs"], atol=1e-5)
+
+
+def test_commands_drop_native_noise_and_pass_everything_else(tiny_artifact, heldout):
+    """The CLIs filter known start-up noise of the native libraries from stderr;
+    real warnings, errors and tracebacks still get through, in order."""
+    done = run_module("runtime", str(tiny_artifact), "--backend", "tflite", heldout[0])
+    assert done.returncode == 0 and "XNNPACK" not in done.stderr
+    done = run_module("runtime", str(tiny_artifact), "--backend", "tflite", "€")
+    assert done.returncode == 2 and done.stderr.startswith("error: ")
+    script = ("from runtime.console import quiet_native_noise\n"
+              "import os\nquiet_native_noise()\n"
+              "os.write(2, b'I0000 port.cc:153] oneDNN custom operations are on.\\n"
+              "a real warning\\nINFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"
+              "raise RuntimeError('boom')\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert lines[0] == "a real warning" and lines[-1] == "RuntimeError: boom"
+    assert "oneDNN" not in done.stderr and "XNNPACK" not in done.stderr
+    shown = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60, env={**os.environ, "SEQ2SEQ_NATIVE_LOGS": "1"})
+    assert "oneDNN" in shown.stderr

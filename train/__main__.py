@@ -233,4 +233,7 @@ def run(args) -> int:
 
 
 if __name__ == "__main__":
+    from runtime.console import quiet_native_noise
+
+    quiet_native_noise()
     sys.exit(main())
