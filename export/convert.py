@@ -8,6 +8,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from runtime.embedded import CONTRACT_KEY
+
 from .errors import ConversionError
 
 DEFAULT_OPSET = 17
@@ -40,7 +42,8 @@ def to_onnx(fn, path: Path, opset: int, props: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
-def to_tflite(fn, path: Path, precision: str = "fp32") -> None:
+def to_tflite(fn, path: Path, precision: str = "fp32",
+              metadata: dict[str, str] | None = None) -> None:
     module = tf.Module()
     module.fn = fn  # a trackable owner gives the file a signature with named tensors
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
@@ -56,7 +59,30 @@ def to_tflite(fn, path: Path, precision: str = "fp32") -> None:
             data = converter.convert()
     except Exception as e:
         raise ConversionError(f"the TFLite converter failed on {path.name}: {e}") from e
-    path.write_bytes(data)
+    path.write_bytes(with_tflite_metadata(data, metadata or {}))
+
+
+def with_tflite_metadata(data: bytes, entries: dict[str, str]) -> bytes:
+    """The TFLite file with ``entries`` added to its ``metadata`` (each value in a
+    buffer of its own), rewritten through the schema's object API."""
+    if not entries:
+        return data
+    import flatbuffers
+    import numpy as np
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    model.metadata = list(model.metadata or [])
+    for name, value in entries.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(value.encode("utf-8"), np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = name, len(model.buffers) - 1
+        model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(data) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def quantize_onnx(src: Path, dst: Path) -> None:
@@ -77,7 +103,10 @@ def quantize_onnx(src: Path, dst: Path) -> None:
         root.setLevel(level)
 
 
-def onnx_props(vocab_dict: dict, graph: str, toolkit_version: str) -> dict[str, str]:
-    """The fields an app reading only the .onnx file needs, in its metadata_props."""
+def onnx_props(vocab_dict: dict, graph: str, toolkit_version: str,
+               contract: str) -> dict[str, str]:
+    """The fields an app reading only the .onnx file needs, in its metadata_props,
+    and the contract digest the runtime checks against artifact.json."""
     return {"seq2seq.graph": graph, "seq2seq.toolkit_version": toolkit_version,
-            "seq2seq.vocabulary": json.dumps(vocab_dict, ensure_ascii=False)}
+            "seq2seq.vocabulary": json.dumps(vocab_dict, ensure_ascii=False),
+            CONTRACT_KEY: contract}

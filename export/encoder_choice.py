@@ -53,7 +53,7 @@ def write_onnx_encoder(builder: GraphBuilder, path: Path, opset: int, props: dic
 
 
 def write_encoder(builder: GraphBuilder, directory: Path, file: str, precision: str,
-                  style: str = "auto") -> dict:
+                  style: str = "auto", metadata: dict[str, str] | None = None) -> dict:
     """Convert the encoder to ``directory / file`` in the given form; "auto" converts
     both, times each and keeps the faster. Returns what the metadata records."""
     if style == "auto":
@@ -63,7 +63,7 @@ def write_encoder(builder: GraphBuilder, directory: Path, file: str, precision: 
     timing = {}
     for form in styles:
         path = directory / f"{file}.{form}"
-        convert.to_tflite(builder.encoder_fixed(form), path, precision)
+        convert.to_tflite(builder.encoder_fixed(form), path, precision, metadata)
         opguard.check_tflite(path, allow_while=form == "loop")
         if len(styles) > 1:
             timing[form] = bare_call_us(path, builder.vocab.max_input_length)

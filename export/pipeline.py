@@ -10,8 +10,9 @@ from pathlib import Path
 
 import runtime
 from runtime.errors import ArtifactError, DataError, InputError, VocabularyError
+from runtime.embedded import CONTRACT_KEY
 from runtime.metadata import (ARTIFACT_FORMAT, ARTIFACT_VERSION, METADATA_FILE, StateTensor,
-                              graph_io, sha256_file)
+                              contract_digest, graph_io, sha256_file)
 from runtime.vocab import Vocabulary
 from train import outdir
 from train.fit import HELDOUT_FILE
@@ -158,6 +159,13 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
                          "--tflite-encoder auto or unrolled)")
     state = tuple(StateTensor(n, u) for n, u in zip(builder.state_names, builder.state_units))
     io = graph_io(state, builder.attention)
+
+    def contract(name: str) -> str:
+        return contract_digest(vocab, name, *io[name], state, builder.attention)
+
+    def tfl_meta(name: str) -> dict[str, str]:
+        return {CONTRACT_KEY: contract(name)}
+
     staging = outdir.staging_dir(out)
     try:
         graphs: list[dict] = []
@@ -167,7 +175,8 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
         if "onnx" in formats:
             for name in ("encoder", "decoder_step"):
                 log(f"converting {name} to ONNX (opset {opset})", flush=True)
-                props = convert.onnx_props(vocab_dict, name, runtime.__version__)
+                props = convert.onnx_props(vocab_dict, name, runtime.__version__,
+                                           contract(name))
                 if name == "encoder":
                     onnx_encoder = encoder_choice.write_onnx_encoder(
                         builder, staging / "encoder.onnx", opset, props)
@@ -184,7 +193,8 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
                 log("converting the fused greedy decode to ONNX", flush=True)
                 convert.to_onnx(builder.greedy_fused(onnx_encoder), staging / "greedy.onnx",
                                 opset, convert.onnx_props(vocab_dict, "greedy",
-                                                          runtime.__version__))
+                                                          runtime.__version__,
+                                                          contract("greedy")))
                 graphs.append(_graph_entry(staging, io, "greedy", "onnx", "fp32", "greedy.onnx"))
             variants += [("onnx", "fp32")] + ([("onnx", "int8")] if "int8" in quantize else [])
         if "tflite" in formats:
@@ -194,7 +204,7 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
                 file = _tflite_file("encoder", precision)
                 log(f"converting encoder to TFLite ({precision})", flush=True)
                 form = encoder_choice.write_encoder(builder, staging, file, precision,
-                                                    tflite_encoder)
+                                                    tflite_encoder, tfl_meta("encoder"))
                 encoder_forms[precision] = form
                 if form["timing_us"]:
                     log("  " + ", ".join(f"{k} {v:.0f} µs" for k, v in form["timing_us"].items())
@@ -204,7 +214,7 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
             for precision in tfl_precisions:
                 file = _tflite_file("decoder_step", precision)
                 log(f"converting decoder_step to TFLite ({precision})", flush=True)
-                convert.to_tflite(step_fn, staging / file, precision)
+                convert.to_tflite(step_fn, staging / file, precision, tfl_meta("decoder_step"))
                 opguard.check_tflite(staging / file, allow_while=False)
                 graphs.append(_graph_entry(staging, io, "decoder_step", "tflite", precision, file))
             if fused:
@@ -213,7 +223,7 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
                     fn = builder.greedy_fused(encoder_forms[precision]["style"])
                     log(f"converting the fused greedy decode to TFLite ({precision})",
                         flush=True)
-                    convert.to_tflite(fn, staging / file, precision)
+                    convert.to_tflite(fn, staging / file, precision, tfl_meta("greedy"))
                     opguard.check_tflite(staging / file, allow_while=True)
                     graphs.append(_graph_entry(staging, io, "greedy", "tflite", precision, file))
             variants += [("tflite", p) for p in tfl_precisions]

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from . import embedded
 from .errors import ArtifactError, VocabularyError
 from .vocab import Vocabulary
 
@@ -70,6 +71,19 @@ def graph_io(state: tuple[StateTensor, ...], attention: AttentionSpec | None = N
             "greedy": (GREEDY_INPUTS, GREEDY_OUTPUTS)}
 
 
+def contract_digest(vocabulary: Vocabulary, graph: str, inputs, outputs,
+                    state: tuple[StateTensor, ...], attention: AttentionSpec | None) -> str:
+    """sha256 of what a graph file must agree on with ``artifact.json``: the
+    vocabulary, the graph's tensor names and the decoder state. Export embeds it
+    in each model file; the runtime recomputes it from the metadata."""
+    contract = {"vocabulary": vocabulary.to_dict(), "graph": graph, "inputs": list(inputs),
+                "outputs": list(outputs), "state": [[s.name, s.units] for s in state],
+                "attention": None if attention is None else [
+                    attention.kind, attention.memory_units, attention.masked]}
+    text = json.dumps(contract, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True)
 class GraphFile:
     name: str  # "encoder" or "decoder_step"
@@ -85,6 +99,7 @@ class GraphFile:
 @dataclass(frozen=True)
 class ArtifactConfig:
     directory: Path
+    version: int
     vocabulary: Vocabulary
     # The decoder state the graphs pass between calls, in order.
     state: tuple[StateTensor, ...]
@@ -201,7 +216,7 @@ def load_config(directory: str | Path) -> ArtifactConfig:
                                 f"{list(io[g.name][0])} and {list(io[g.name][1])}")
     if any(v not in GREEDY_PATHS for v in greedy_path.values()):
         raise ArtifactError(f"{meta}: greedy_path values must be one of {GREEDY_PATHS}")
-    return ArtifactConfig(directory=directory, vocabulary=vocab, state=state,
+    return ArtifactConfig(directory=directory, version=d["version"], vocabulary=vocab, state=state,
                           architecture=architecture, attention=attention, graphs=graphs,
                           versions=dict(d.get("versions", {})),
                           parity=dict(d.get("parity", {})), greedy_path=greedy_path)
@@ -226,4 +241,27 @@ def read_graph(config: ArtifactConfig, graph: GraphFile, verify: bool = True) ->
         if hashlib.sha256(data).hexdigest() != graph.sha256:
             raise ArtifactError(f"{path}: sha256 differs from the metadata's (corrupt or "
                                 "tampered with)")
+    check_contract(config, graph, data)
     return data
+
+
+def check_contract(config: ArtifactConfig, graph: GraphFile, data: bytes) -> None:
+    """The contract digest inside the file must match ``artifact.json``'s vocabulary,
+    tensor names and state (version 3 artifacts carry one in every file)."""
+    path = config.path(graph)
+    try:
+        found = embedded.contract_of(data, graph.format)
+    except embedded.MalformedModel as e:
+        raise ArtifactError(f"{path}: not a readable {graph.format} file ({e})") from None
+    if found is None:
+        if config.version >= 3:
+            raise ArtifactError(f"{path}: carries no contract digest; re-export it with "
+                                "this toolkit")
+        return
+    want = contract_digest(config.vocabulary, graph.name, graph.inputs, graph.outputs,
+                           config.state, config.attention)
+    if found != want:
+        raise ArtifactError(f"{path}: {METADATA_FILE} does not match this model file: its "
+                            "vocabulary, tensor names or decoder state were changed after "
+                            "export (the digest inside the file differs); re-export, or "
+                            "restore the original metadata")

@@ -229,3 +229,29 @@ def test_killed_training_keeps_previous_output_and_rerun_succeeds(tmp_path):
     done = run_module("train", *args, "--out", str(out), "--force")
     assert done.returncode == 0, done.stderr[-2000:]
     assert read_json(out / "train.json")["epochs_run"] == 1
+
+
+def test_edited_metadata_is_refused_by_the_digest_inside_each_model_file(
+        tiny_artifact, heldout, tmp_path):
+    """Reversing the target tokens in artifact.json (a valid vocabulary, hashes all
+    still right) would decode confidently wrong strings: every model file carries a
+    digest of its contract, and the runtime refuses the mismatch."""
+    from runtime.embedded import contract_of
+
+    for g in runtime.load_config(tiny_artifact).graphs:
+        assert len(contract_of((tiny_artifact / g.file).read_bytes(), g.format)) == 64
+    edits = {"reversed target tokens": lambda m: m["vocabulary"].update(
+                 target_tokens=m["vocabulary"]["target_tokens"][::-1]),
+             "longer inputs": lambda m: m["vocabulary"].update(
+                 max_input_length=m["vocabulary"]["max_input_length"] + 5)}
+    for i, (label, edit) in enumerate(edits.items()):
+        art = tmp_path / f"e{i}"
+        shutil.copytree(tiny_artifact, art)
+        meta = read_json(art / "artifact.json")
+        edit(meta)
+        (art / "artifact.json").write_text(json.dumps(meta), encoding="utf-8")
+        for backend in ("onnx", "tflite"):
+            for verify in (True, False):
+                result = load_in_subprocess(art, backend, verify, heldout[0])
+                assert not result["ok"] and result["type"] == "ArtifactError", (label, result)
+                assert "does not match this model file" in result["message"], label
