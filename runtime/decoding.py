@@ -153,41 +153,115 @@ def sample(backend: Backend, input_ids: np.ndarray, start: int, end: int, steps:
 
 
 def beam_search(backend: Backend, input_ids: np.ndarray, start: int, end: int, steps: int,
-                beam_size: int, length_penalty: float = 1.0) -> list[int]:
-    """Best hypothesis for one input. A hypothesis ends with the end token or at
-    ``steps`` tokens; its score is sum(log p) / length ** length_penalty, where
-    length counts the end token. Stops once ``beam_size`` hypotheses ended."""
-    state = backend.encode(input_ids[:1])
-    seqs: list[list[int]] = [[]]
-    scores = np.zeros(1)
-    tokens = np.full(1, start, dtype=np.int32)
-    finished: list[tuple[float, list[int]]] = []
+                beam_size: int, length_penalty: float = 1.0) -> list[list[int]]:
+    """Best hypothesis per input, all inputs' beams in one step call (rows = inputs x
+    beams), each input's hypotheses ranked on their own.
+
+    A hypothesis ends with the end token or at ``steps`` tokens; its score is
+    sum(log p) / length ** length_penalty, where length counts the end token. Per
+    step and input, the ``2 * beam_size`` best extensions are taken in order of
+    score (ties: lower beam, then lower token id): ending ones are finished, the
+    first ``beam_size`` others live on. An input stops once ``beam_size`` of its
+    hypotheses have finished or none lives on; its beams then go idle (score
+    -inf) while the others decode. The answer is the first best finished one.
+    """
+    batch, width = input_ids.shape[0], beam_size
+    if batch == 1:
+        return [_beam_one(backend, input_ids, start, end, steps, width, length_penalty)]
+    state = backend.encode(input_ids)
+    scores = np.zeros((batch, 1))  # [inputs, beams]; -inf marks an idle beam
+    tokens = np.full(batch, start, dtype=np.int32)
+    history = np.zeros((batch, 1, 0), dtype=np.int32)  # tokens so far per beam
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
+    rows_of = np.arange(batch)[:, None]
     for t in range(steps):
         probs, state, _, _ = backend.step(tokens, state)
         _check_finite(probs)
-        total = scores[:, None] + np.log(np.maximum(probs, 1e-30))
-        flat = total.ravel()
-        take = min(flat.size, 2 * beam_size)
-        best = np.argpartition(-flat, take - 1)[:take]
-        best = best[np.argsort(-flat[best], kind="stable")]
-        width = probs.shape[1]
-        keep_rows, keep_seqs, keep_scores, keep_tokens = [], [], [], []
-        last_step = t == steps - 1
-        for index in best:
-            row, tok = divmod(int(index), width)
-            score = float(flat[index])
-            if tok == end or last_step:
-                seq = seqs[row] if tok == end else seqs[row] + [tok]
-                finished.append((score / (t + 1) ** length_penalty, seq))
-            elif len(keep_rows) < beam_size:
-                keep_rows.append(row)
-                keep_seqs.append(seqs[row] + [tok])
-                keep_scores.append(score)
-                keep_tokens.append(tok)
-        if len(finished) >= beam_size or not keep_rows:
+        beams = scores.shape[1]
+        total = (scores[:, :, None] + np.log(np.maximum(probs, 1e-30)).reshape(
+            batch, beams, -1)).reshape(batch, -1)
+        vocab = total.shape[1] // beams
+        take = min(total.shape[1], 2 * width)
+        order = np.argsort(-total, axis=1, kind="stable")[:, :take]
+        best = np.take_along_axis(total, order, axis=1)
+        live = np.isfinite(best)
+        beam, token = np.divmod(order, vocab)
+        ending = live & ((token == end) | (t == steps - 1))
+        going = live & ~ending
+        rank = np.cumsum(going, axis=1)
+        kept = going & (rank <= width)
+        for b, c in zip(*np.nonzero(ending)):  # few: at most 2 * width per input
+            seq = history[b, beam[b, c]].tolist()
+            if token[b, c] != end:
+                seq.append(int(token[b, c]))
+            finished[b].append((float(best[b, c]) / (t + 1) ** length_penalty, seq))
+        done = np.array([len(f) >= width for f in finished]) | ~kept.any(axis=1)
+        kept &= ~done[:, None]
+        if not kept.any():
             break
-        rows = np.asarray(keep_rows)
-        state = tuple(s[rows] for s in state)  # the memory rows travel with their beams
-        seqs, scores = keep_seqs, np.asarray(keep_scores)
-        tokens = np.asarray(keep_tokens, dtype=np.int32)
-    return max(finished, key=lambda f: f[0])[1]
+        # The kept extensions, in order, fill each input's beams; the rest go idle.
+        new_scores = np.full((batch, width), -np.inf)
+        new_beam = np.zeros((batch, width), dtype=np.int64)
+        new_token = np.full((batch, width), start, dtype=np.int32)
+        b, c = np.nonzero(kept)
+        slot = rank[b, c] - 1
+        new_scores[b, slot] = best[b, c]
+        new_beam[b, slot] = beam[b, c]
+        new_token[b, slot] = token[b, c]
+        history = np.concatenate([history[rows_of, new_beam], new_token[:, :, None]], axis=2)
+        rows = (rows_of * beams + new_beam).ravel()  # idle beams copy a live row's state
+        state = tuple(s.take(rows, axis=0) for s in state)  # memory rows travel too
+        scores, tokens = new_scores, new_token.ravel()
+    return [max(f, key=lambda item: item[0])[1] for f in finished]
+
+
+def _beam_one(backend: Backend, input_ids: np.ndarray, start: int, end: int, steps: int,
+              width: int, length_penalty: float) -> list[int]:
+    """``beam_search`` for one input, with the per-step work cut to a few numpy calls
+    on small arrays and a Python loop over the ``2 * width`` best extensions (at
+    batch 1 that work, not the step call, is what a beam costs). Same ranking,
+    ties and stopping as the batched search. The step always gets ``width`` rows
+    (idle ones at score -inf), so a LiteRT interpreter is never resized mid-search."""
+    state = tuple(s.repeat(width, axis=0) for s in backend.encode(input_ids[:1]))
+    seqs: list[list[int]] = [[]] * width
+    scores = np.full((width, 1), -np.inf)
+    scores[0] = 0.0
+    tokens = np.full(width, start, dtype=np.int32)
+    finished: list[tuple[float, list[int]]] = []
+    step, log, floor, inf = backend.step, np.log, np.maximum, -np.inf
+    take = 2 * width
+    rows = list(range(width))
+    for t in range(steps):
+        probs, state, _, _ = step(tokens, state)
+        flat = (scores + log(floor(probs, 1e-30))).ravel()
+        order = (-flat).argsort(kind="stable")[:take]
+        vocab = probs.shape[1]
+        last = t == steps - 1
+        keep_rows, keep_tokens, keep_scores, keep_seqs = [], [], [], []
+        for index, score in zip(order.tolist(), flat[order].tolist()):
+            if score == inf:  # an idle beam's; the rest are too
+                break
+            if score != score:  # NaN: the model is broken
+                _check_finite(probs)
+            row, tok = divmod(index, vocab)
+            if tok == end or last:
+                finished.append((score / (t + 1) ** length_penalty,
+                                 seqs[row] if tok == end else seqs[row] + [tok]))
+            elif len(keep_rows) < width:
+                keep_rows.append(row)
+                keep_tokens.append(tok)
+                keep_scores.append(score)
+                keep_seqs.append(seqs[row] + [tok])
+        if len(finished) >= width or not keep_rows:
+            break
+        idle = width - len(keep_rows)
+        if idle:  # idle beams copy a live one's row, at score -inf
+            keep_rows += [keep_rows[0]] * idle
+            keep_tokens += [start] * idle
+            keep_scores += [inf] * idle
+            keep_seqs += [[]] * idle
+        if keep_rows != rows:  # the memory rows travel with their beams
+            state = tuple(s.take(keep_rows, axis=0) for s in state)
+        seqs, tokens = keep_seqs, np.array(keep_tokens, dtype=np.int32)
+        scores = np.array(keep_scores)[:, None]
+    return max(finished, key=lambda item: item[0])[1]

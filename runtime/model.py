@@ -85,10 +85,9 @@ class Seq2SeqModel:
                 results += decoding.sample(self.backend, chunk, vocab.start_id, vocab.end_id,
                                            steps, options.temperature, options.top_k, rng)
             elif options.beam_size > 1:
-                results += [decoding.beam_search(self.backend, chunk[i:i + 1], vocab.start_id,
-                                                 vocab.end_id, steps, options.beam_size,
-                                                 options.length_penalty)
-                            for i in range(len(chunk))]
+                results += decoding.beam_search(self.backend, chunk, vocab.start_id,
+                                                vocab.end_id, steps, options.beam_size,
+                                                options.length_penalty)
             elif self.fused:
                 results += decoding.fused_greedy(self.backend, chunk, steps)
             else:

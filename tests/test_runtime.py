@@ -70,6 +70,49 @@ def test_beam_is_never_worse_than_greedy(model, heldout):
         assert score(text, beam) >= score(text, greedy) - 1e-6
 
 
+def _beam_one_input(model, text: str, beam_size: int, length_penalty: float = 1.0):
+    """Beam search for one input as the runtime did it before beams were batched:
+    one step call per input, a Python loop over the candidates. The reference the
+    batched search must equal."""
+    vocab = model.vocabulary
+    steps, end = vocab.max_output_length, vocab.end_id
+    state = model.encode([text])
+    seqs, scores = [[]], np.zeros(1)
+    tokens = np.full(1, vocab.start_id, dtype=np.int32)
+    finished = []
+    for t in range(steps):
+        probs, state, _ = model.step(tokens, state)
+        flat = (scores[:, None] + np.log(np.maximum(probs, 1e-30))).ravel()
+        order = np.argsort(-flat, kind="stable")[:min(flat.size, 2 * beam_size)]
+        keep = []
+        for index in order:
+            row, tok = divmod(int(index), probs.shape[1])
+            if tok == end or t == steps - 1:
+                seq = seqs[row] if tok == end else seqs[row] + [tok]
+                finished.append((float(flat[index]) / (t + 1) ** length_penalty, seq))
+            elif len(keep) < beam_size:
+                keep.append((row, tok, float(flat[index])))
+        if len(finished) >= beam_size or not keep:
+            break
+        state = tuple(s[[r for r, _, _ in keep]] for s in state)
+        seqs = [seqs[r] + [tok] for r, tok, _ in keep]
+        scores = np.array([sc for _, _, sc in keep])
+        tokens = np.array([tok for _, tok, _ in keep], dtype=np.int32)
+    return vocab.decode_target(max(finished, key=lambda f: f[0])[1])
+
+
+def test_batched_beam_search_equals_one_input_at_a_time(model, heldout):
+    """Beams of many inputs share each step call; every input still gets exactly
+    what a search of its own gives, for several widths and length penalties."""
+    texts = heldout[:24]
+    for beam_size, penalty in ((2, 1.0), (4, 1.0), (5, 0.0)):
+        batched = model.translate(texts, beam_size=beam_size, length_penalty=penalty,
+                                  batch_size=64)
+        assert batched == [_beam_one_input(model, t, beam_size, penalty) for t in texts]
+        assert batched[:7] == model.translate(texts[:7], beam_size=beam_size,
+                                              length_penalty=penalty, batch_size=3)
+
+
 def test_sampling_is_seeded_and_varies_with_the_seed(model, heldout):
     texts = heldout[:6]
     a = model.translate(texts, temperature=1.5, top_k=5, seed=3)
