@@ -43,6 +43,34 @@ def fused_lines(result: dict) -> list[str]:
     return out
 
 
+def serving_lines(result: dict) -> list[str]:
+    """The serving figures: call overhead (fused paths), batched beam search (step
+    loops) and concurrent callers (every runtime path)."""
+    serve = result.get("serving", {})
+    out = []
+    for name, e in serve.items():
+        if "call_overhead" in e:
+            c = e["call_overhead"]
+            out.append(f"{name}: translate([text]) {_us(c['translate_p50_us'])} against the "
+                       f"bare fused call {_us(c['bare_fused_p50_us'])}: "
+                       f"{c['overhead_us']:+.1f} µs per call (target: at most 10 µs)")
+    for name, e in serve.items():
+        if "beam" in e:
+            b = e["beam"]
+            out.append(f"{name}: beam-4 at batch {b['batch']}: "
+                       f"{b['batched_sentences_per_s']:,.0f} sentences/s batched against "
+                       f"{b['one_at_a_time_sentences_per_s']:,.0f}/s one input at a time "
+                       f"({b['batched_speedup']:.2f}x; target at least 3x); at batch 1 "
+                       f"{_us(b['batch1_p50_us'])} against greedy's {_us(b['greedy_step_p50_us'])}"
+                       f" ({b['batch1_vs_greedy']:.2f}x; target at most 2x)")
+    for name, e in serve.items():
+        c = e["concurrency"]
+        out.append(f"{name}: greedy sentences/s with " + ", ".join(
+            f"{n} thread{'s' if n != '1' else ''} {v:,.0f} ({c['speedup'][n]:.2f}x)"
+            for n, v in c["sentences_per_s"].items()))
+    return out
+
+
 def console(result: dict) -> str:
     table = rows(result)
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
@@ -59,6 +87,10 @@ def console(result: dict) -> str:
     if fused:
         lines += ["", "fused graph against the step loop (batch 1, sentence p50):"]
         lines += [f"  {x}" for x in fused]
+    serve = serving_lines(result)
+    if serve:
+        lines += ["", "serving (batch 1 unless stated; the two sides of each comparison "
+                  "alternate):"] + [f"  {x}" for x in serve]
     lines.append("")
     lines.append("cold start (fresh process: import, load, first string) and peak RSS:")
     for name, c in result["cold_start"].items():
@@ -102,6 +134,16 @@ def markdown(result: dict) -> str:
     for name, r in result["paths"].items():
         tp = r["throughput_tokens_per_s"]
         md.append(f"| {name} | " + " | ".join(f"{tp[str(b)]:,.0f}" for b in batch) + " |")
+    serve = serving_lines(result)
+    if serve:
+        md += ["", "## Serving", "",
+               "What an app server asks of the runtime. *translate against the bare fused "
+               "call*: the time the API adds around one call of the fused graph (encoding "
+               "the text, the options, the string out). *beam-4*: 64 inputs in one batched "
+               "search against the same inputs one at a time, and one input against a greedy "
+               "decode on the same step loop. *threads*: greedy sentences per second with 1, "
+               "2 and 4 threads calling one loaded model. The two sides of each comparison "
+               "alternate.", ""] + [f"- {x}" for x in serve]
     md += ["", "## Cold start and memory", "",
            "| process | import + load + first string | peak RSS |", "|---|---|---|"]
     for name, c in result["cold_start"].items():

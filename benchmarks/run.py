@@ -13,7 +13,7 @@ import numpy as np
 from runtime.metadata import load_config
 from runtime.model import Seq2SeqModel, load
 
-from . import coldstart
+from . import coldstart, serving
 from .timing import sample, stats
 
 
@@ -194,6 +194,18 @@ def run(s: Settings) -> dict:
             duel = head_to_head(models[name], models[step_loop], s.texts, s.budget)
             results[name]["against_step_loop"] = duel
             ratios[name]["sentence_vs_step_loop"] = duel["step_p50_us"] / duel["fused_p50_us"]
+    serve = {}
+    for name, model in models.items():
+        if name.startswith("keras") or name.endswith("-cuda"):
+            continue
+        s.progress(f"serving: {name}")
+        rounds = max(2, int(s.budget * 3))
+        entry = {"concurrency": serving.concurrency(model, s.texts, s.budget)}
+        if model.fused:
+            entry["call_overhead"] = serving.call_overhead(model, s.texts[:50], rounds)
+        else:
+            entry["beam"] = serving.beam(model, s.texts, max(1, rounds // 3))
+        serve[name] = entry
     s.progress("cold start in fresh processes")
     text = s.texts[0]
     config = load_config(s.artifact)
@@ -215,5 +227,6 @@ def run(s: Settings) -> dict:
                          "architecture": config.architecture,
                          "input_tokens": config.vocabulary.input_size,
                          "target_tokens": config.vocabulary.target_size},
-            "paths": results, "ratios": ratios, "cold_start": cold, "file_sizes": sizes,
+            "paths": results, "ratios": ratios, "serving": serve, "cold_start": cold,
+            "file_sizes": sizes,
             "skipped": skipped}

@@ -105,8 +105,9 @@ def fused_greedy(backend: Backend, input_ids: np.ndarray, steps: int) -> list[li
     """Greedy decode in one backend call (the fused graph). Greedy is prefix-stable,
     so a shorter ``steps`` is the same decode cut short."""
     out, lengths = backend.greedy(input_ids)
-    lengths = np.minimum(lengths, steps)
-    return [out[i, :lengths[i]].tolist() for i in range(len(lengths))]
+    if steps < out.shape[1]:
+        lengths = np.minimum(lengths, steps)
+    return [row[:n] for row, n in zip(out.tolist(), lengths.tolist())]
 
 
 def stream_greedy(backend: Backend, input_ids: np.ndarray, start: int, end: int,

@@ -27,6 +27,8 @@ class Seq2SeqModel:
         self.precision = precision
         # Greedy decoding runs the fused one-call graph instead of the step loop.
         self.fused = fused
+        self._greedy_options = decoding.DecodeOptions().validate(
+            config.vocabulary.max_output_length)
 
     @property
     def vocabulary(self) -> Vocabulary:
@@ -56,17 +58,24 @@ class Seq2SeqModel:
         each one's weights over the input tokens (the step loop runs, since the
         fused graph returns no weights).
         """
-        options = decoding.DecodeOptions(beam_size, max_length, length_penalty, temperature,
-                                         top_k, seed).validate(self.vocabulary.max_output_length)
-        if not isinstance(batch_size, int) or batch_size < 1:
+        vocab = self.config.vocabulary
+        if (type(beam_size) is int and beam_size == 1 and max_length is None  # the hot path
+                and temperature == 0.0 and type(temperature) in (int, float) and top_k == 0
+                and type(top_k) is int and length_penalty == 1.0 and seed is None
+                and type(length_penalty) in (int, float)):
+            options = self._greedy_options
+        else:
+            options = decoding.DecodeOptions(beam_size, max_length, length_penalty,
+                                             temperature, top_k, seed).validate(
+                                                 vocab.max_output_length)
+        if type(batch_size) is not int or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         if return_attention and not self.has_attention:
             raise InputError(f"{self.config.directory}: this model has no attention, so "
                              "return_attention=True has no weights to return")
         if return_attention and (options.beam_size > 1 or options.temperature > 0):
             raise InputError("return_attention=True works with greedy decoding only")
-        ids = self.vocabulary.encode_inputs(texts, unknown, too_long)
-        vocab = self.vocabulary
+        ids = vocab.encode_inputs(texts, unknown, too_long)
         steps = options.steps(vocab.max_output_length)
         if return_attention:
             maps: list[AttentionMap] = []
@@ -93,7 +102,7 @@ class Seq2SeqModel:
             else:
                 results += decoding.greedy(self.backend, chunk, vocab.start_id, vocab.end_id,
                                            steps)
-        return [vocab.decode_target(seq) for seq in results]
+        return [vocab.join_target(seq) for seq in results]
 
     def stream(self, text: str, max_length: int | None = None, *,
                unknown: str = "error", too_long: str = "error") -> Iterator[str]:

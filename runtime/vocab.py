@@ -175,7 +175,8 @@ class Vocabulary:
             raise InputError("unknown='unk' needs a vocabulary with an unknown_token")
         if too_long not in LONG_POLICIES:
             raise InputError(f"too_long= must be one of {LONG_POLICIES}, got {too_long!r}")
-        if isinstance(texts, str) or not isinstance(texts, Sequence):
+        if type(texts) is not list and (isinstance(texts, str)
+                                        or not isinstance(texts, Sequence)):
             raise InputError("expected a list of strings, got "
                              f"{type(texts).__name__}")
         out = np.full((len(texts), self.max_input_length), self.pad_id, dtype=np.int32)
@@ -244,6 +245,10 @@ class Vocabulary:
     def separator(self) -> str:
         """What joins decoded tokens: nothing for characters, a space for words."""
         return " " if self.target_unit == "word" else ""
+
+    def join_target(self, ids: list[int]) -> str:
+        """Text of decoded ids that hold no end token (what the decode loops return)."""
+        return self.separator.join(map(self.target_tokens.__getitem__, ids))
 
     def decode_target(self, ids: Iterable[int]) -> str:
         """Text of decoded ids, stopping before the first end token."""

@@ -37,6 +37,21 @@ def test_quick_run_writes_all_outputs_with_plausible_figures(tiny_run, tiny_arti
         ratio = result["ratios"][f"{fmt}-fused"]["sentence_vs_step_loop"]
         assert f"{fmt}-fused: " in report and f"{ratio:.2f}x" in report
     assert "sentence_vs_step_loop" not in result["ratios"]["tflite"]
+    # Serving: call overhead on the fused paths, batched beam on the step loops, and
+    # concurrent callers on every runtime path, each printed in the report.
+    serve = result["serving"]
+    assert set(serve) == {"onnx", "onnx-fused", "tflite", "tflite-fused"}
+    for name, e in serve.items():
+        assert set(e["concurrency"]["sentences_per_s"]) == {"1", "2", "4"}
+        assert e["concurrency"]["speedup"]["1"] == 1.0
+        assert f"{name}: greedy sentences/s with 1 thread" in report
+    for fmt in ("onnx", "tflite"):
+        over = serve[f"{fmt}-fused"]["call_overhead"]
+        assert over["overhead_us"] == over["translate_p50_us"] - over["bare_fused_p50_us"]
+        assert f"{fmt}-fused: translate([text])" in report
+        beam = serve[fmt]["beam"]
+        assert beam["batch"] == 64 and beam["batched_sentences_per_s"] > 0
+        assert f"{beam['batched_speedup']:.2f}x; target at least 3x" in report
     for name in ("runtime-onnx", "runtime-tflite", "keras"):
         cold = result["cold_start"][name]
         assert cold["seconds"] > 0 and cold["peak_rss_mb"] > 0
