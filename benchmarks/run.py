@@ -120,7 +120,9 @@ def measure_path(name: str, model: Seq2SeqModel, s: Settings, keras_out: list[st
     encode = lambda: model.backend.encode(ids)  # noqa: E731
     encoder_stats = stats(sample(encode, _repeats(encode, budget)))
     # Whole greedy sentences, batch 1.
-    outputs = {t: model.translate([t])[0] for t in texts}
+    # Every text's output in one batched decode (the same answers as one at a time:
+    # tests/test_batch_invariance.py); one by one, Keras predict would take minutes.
+    outputs = dict(zip(texts, model.translate(texts, batch_size=len(texts))))
     sentence_times, tokens = [], []
     reps = _repeats(lambda: model.translate([texts[0]]), budget)
     for _ in range(reps):

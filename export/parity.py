@@ -20,6 +20,9 @@ from train.reference import ReferenceDecoder
 
 ATOL = 1e-5
 MIN_AGREEMENT = 0.99
+# Where the right answers are known, a quantized variant may lose at most this much
+# exact match against them (absolute) before export warns.
+MAX_ACCURACY_LOSS = 0.01
 
 
 @dataclass
@@ -100,19 +103,44 @@ def graph_checks(directory: Path, variant: tuple[str, str], reference: Reference
 
 
 def decode_checks(directory: Path, variants: list[tuple[str, str]],
-                  reference: ReferenceDecoder, texts: list[str]):
-    """Greedy strings per variant: fp32 against Keras, quantized against fp32."""
+                  reference: ReferenceDecoder, texts: list[str], judged_by_truth: bool = False):
+    """Greedy strings per variant: fp32 against Keras, quantized against fp32 (shown
+    only, with ``judged_by_truth``: ``truth_checks`` then judges them). Returns the
+    checks, Keras's strings and every variant's, by "format/precision"."""
     checks: list[Check] = []
     keras_out = reference.greedy(texts)
     fp32_out: dict[str, list[str]] = {}
+    outputs: dict[str, list[str]] = {}
     for fmt, precision in variants:
         model = runtime.load(directory, backend=fmt, precision=precision)
         out = model.translate(texts, batch_size=256)
+        outputs[f"{fmt}/{precision}"] = out
         if precision == "fp32":
             fp32_out[fmt] = out
-        checks.append(_strings_check(f"{fmt}/{precision}", fmt, precision, out, keras_out,
-                                     fp32_out))
-    return checks, keras_out, fp32_out
+        check = _strings_check(f"{fmt}/{precision}", fmt, precision, out, keras_out, fp32_out)
+        if judged_by_truth and precision != "fp32":
+            check.ok, check.bound = True, "shown (judged by exact match)"
+        checks.append(check)
+    return checks, keras_out, outputs
+
+
+def truth_checks(outputs: dict[str, list[str]], targets: list[str]):
+    """Each variant's exact match against the right answers; a quantized variant
+    that loses more than ``MAX_ACCURACY_LOSS`` against its format's fp32 gets a
+    (non-fatal) warning. Returns the checks and the exact match by variant."""
+    accuracy = {name: _share(out, targets) for name, out in outputs.items()}
+    checks = []
+    for name, value in accuracy.items():
+        fmt, precision = name.split("/")
+        what = f"exact match vs truth ({len(targets)} pairs)"
+        base = accuracy.get(f"{fmt}/fp32")
+        if precision == "fp32" or base is None:
+            checks.append(Check(name, what, value, "reported", True, fatal=False))
+        else:
+            checks.append(Check(name, what, value,
+                                f">= {base:.1%} - {MAX_ACCURACY_LOSS:.0%} (fp32's)",
+                                base - value <= MAX_ACCURACY_LOSS, fatal=False))
+    return checks, accuracy
 
 
 def _share(got: list[str], want: list[str]) -> float:
@@ -175,9 +203,10 @@ def fastest(timing_us: dict[str, float]) -> str:
 def table(checks: list[Check]) -> str:
     rows = [("variant", "check", "value", "bound", "result")]
     for c in checks:
-        share = c.what.startswith(("greedy", "batch 1"))
+        share = c.what.startswith(("greedy", "batch 1", "exact match"))
         value = f"{c.value:.2%}" if share else f"{c.value:.3g}"
-        result = "ok" if c.ok else ("FAIL" if c.fatal else "LOW AGREEMENT")
+        result = "ok" if c.ok else ("FAIL" if c.fatal else "LOW AGREEMENT" if c.what.startswith(
+            "greedy") else "ACCURACY LOST")
         rows.append((c.variant, c.what, value, c.bound, result))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows)

@@ -45,23 +45,45 @@ def load_keras_model(path: Path):
 
 def check_texts(vocab: Vocabulary, path: Path | None, limit: int, seed: int = 0) -> list[str]:
     """Inputs for the greedy parity check: from a file, else random strings."""
-    if path is not None:
-        try:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
-        except FileNotFoundError:
-            raise DataError(f"{path}: check-texts file not found") from None
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 ({e})") from None
-        texts = [ln.split("\t")[0] for ln in lines if ln.split("\t")[0].strip()]
-        texts = [t for t in texts if _encodable(vocab, t)]
-        if not texts:
-            raise DataError(f"{path}: no usable inputs (empty, too long, or characters "
-                            "outside the vocabulary)")
-        return texts[:limit]
-    rng = random.Random(seed)
-    tokens, glue = vocab.text_tokens(), vocab.input_separator
-    return [glue.join(rng.choice(tokens) for _ in range(rng.randint(1, vocab.max_input_length)))
-            for _ in range(min(limit, 64))]
+    return check_pairs(vocab, path, limit, seed)[0]
+
+
+def check_pairs(vocab: Vocabulary, path: Path | None, limit: int, seed: int = 0
+                ) -> tuple[list[str], list[str] | None]:
+    """Inputs for the parity checks and, where the file gives every one a target
+    (``input<TAB>target``, as heldout.tsv), the targets as the model writes them,
+    so each variant's exact match against the truth can be reported. Without a
+    file: random strings and no targets."""
+    if path is None:
+        rng = random.Random(seed)
+        tokens, glue = vocab.text_tokens(), vocab.input_separator
+        return [glue.join(rng.choice(tokens) for _ in range(rng.randint(
+            1, vocab.max_input_length))) for _ in range(min(limit, 64))], None
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: check-texts file not found") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 ({e})") from None
+    rows = [ln.split("\t") for ln in lines]
+    rows = [r for r in rows if r[0].strip() and _encodable(vocab, r[0])][:limit]
+    if not rows:
+        raise DataError(f"{path}: no usable inputs (empty, too long, or characters "
+                        "outside the vocabulary)")
+    targets = [_as_written(vocab, r[1]) if len(r) > 1 else None for r in rows]
+    if any(t is None for t in targets):
+        targets = None  # a target missing or unwritable: strings checked, truth not
+    return [r[0] for r in rows], targets
+
+
+def _as_written(vocab: Vocabulary, target: str) -> str | None:
+    """The target as the model would write it (words single-spaced), or None when
+    it has tokens outside the vocabulary or does not fit."""
+    try:
+        ids = vocab.encode_target(target)
+    except InputError:
+        return None
+    return vocab.decode_target(ids) if len(ids) <= vocab.max_output_length else None
 
 
 def _encodable(vocab: Vocabulary, text: str) -> bool:
@@ -101,15 +123,16 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
                     quantize=(), opset: int = convert.DEFAULT_OPSET,
                     texts: list[str] | None = None, force: bool = False,
                     fused: bool = True, tflite_encoder: str = "auto",
-                    log=print) -> ExportResult:
+                    log=print, targets: list[str] | None = None) -> ExportResult:
     """Write a verified artifact of the Keras file ``model_path`` to ``out``; nothing
-    is promoted unless parity holds."""
+    is promoted unless parity holds. ``targets``, aligned with ``texts``: the
+    right answers, against which each variant's exact match is reported."""
     _check_options(tflite_encoder)
     outdir.check_target(out, METADATA_FILE, force)
     model = load_keras_model(model_path)
     source = {"file": model_path.name, "sha256": sha256_file(model_path)}
     return _export(model, source, vocab, out, formats, quantize, opset, texts, fused,
-                   tflite_encoder, log)
+                   tflite_encoder, log, targets)
 
 
 def export_model(model, vocabulary: Vocabulary, out_dir: str | Path,
@@ -142,7 +165,7 @@ def _check_options(tflite_encoder: str) -> None:
 
 
 def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize, opset,
-            texts, fused, tflite_encoder, log) -> ExportResult:
+            texts, fused, tflite_encoder, log, targets=None) -> ExportResult:
     from train.reference import ReferenceDecoder
     from train.structure import check_vocabulary, locate
 
@@ -255,8 +278,15 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
         for variant in variants:
             if variant[1] == "fp32":
                 checks += parity.graph_checks(staging, variant, reference, texts)
-        decode, keras_out, fp32_out = parity.decode_checks(staging, variants, reference, texts)
+        decode, keras_out, outputs = parity.decode_checks(staging, variants, reference, texts,
+                                                          judged_by_truth=bool(targets))
         checks += decode
+        fp32_out = {name.split("/")[0]: out for name, out in outputs.items()
+                    if name.endswith("/fp32")}
+        if targets:
+            truth, accuracy = parity.truth_checks(outputs, targets)
+            checks += truth
+            metadata["accuracy"] = {"pairs": len(targets), "exact_match": accuracy}
         if fused:
             with_fused = sorted({(g["format"], g["precision"]) for g in graphs
                                  if g["name"] == "greedy"})
@@ -301,10 +331,10 @@ def run(args) -> int:
     texts_path = Path(args.check_texts) if args.check_texts else None
     if texts_path is None and (model_path.parent / HELDOUT_FILE).exists():
         texts_path = model_path.parent / HELDOUT_FILE
-    texts = check_texts(vocab, texts_path, args.check_samples)
+    texts, targets = check_pairs(vocab, texts_path, args.check_samples)
     result = export_artifact(model_path, vocab, out, args.formats, args.quantize, args.opset,
                              texts, args.force, fused=not args.no_fused,
-                             tflite_encoder=args.tflite_encoder)
+                             tflite_encoder=args.tflite_encoder, targets=targets)
     sizes = ", ".join(f"{g['file']} {g['bytes'] / 1024:.0f} KiB"
                       for g in result.metadata["graphs"])
     print(f"wrote {out}/ ({sizes}, {METADATA_FILE})")

@@ -178,5 +178,7 @@ def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",
         graph = config.graph(backend, precision, name)
         blobs[name] = (read_graph(config, graph, verify), str(config.path(graph)),
                        graph.inputs, graph.outputs)
-    impl = create(backend, blobs, device, threads)
+    # ONNX int8 graphs quantize activations per batch: run them a row at a time.
+    impl = create(backend, blobs, device, threads,
+                  per_row=backend == "onnx" and precision == "int8")
     return Seq2SeqModel(config, impl, precision, fused)

@@ -116,6 +116,9 @@ MUTANTS = (
            "real = np.flatnonzero(input_ids != vocab.pad_id)",
            "real = np.arange(len(input_ids))",
            ("tests/test_attention.py", "-k", "maps_are_keras")),
+    Mutant("int8-onnx-batched", "runtime/model.py",
+           'per_row=backend == "onnx" and precision == "int8")', "per_row=False)",
+           ("tests/test_batch_invariance.py",)),
 )
 
 

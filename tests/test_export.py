@@ -156,6 +156,23 @@ def test_cli_exports_end_to_end_with_quantized_variants(tiny_run, tmp_path):
         fp32 = runtime.load(out, backend=fmt, greedy="step").translate(texts)
         assert check["value"] == sum(a == b for a, b in zip(got, fp32)) / len(texts)
         assert check["what"] == "greedy == fp32 (30 inputs)"
+    # Held-out pairs carry the truth: every variant's exact match against it is
+    # recorded, and a quantized one is judged by the accuracy it loses.
+    truth = [ln.split("\t")[1] for ln in
+             (tiny_run / "heldout.tsv").read_text(encoding="utf-8").splitlines()[:30]]
+    accuracy = meta["accuracy"]
+    assert accuracy["pairs"] == 30 and set(accuracy["exact_match"]) == {
+        f"{f}/{p}" for f, p in variants}
+    for name, value in accuracy["exact_match"].items():
+        fmt, precision = name.split("/")
+        got = runtime.load(out, backend=fmt, precision=precision, greedy="step").translate(texts)
+        assert value == sum(a == b for a, b in zip(got, truth)) / 30, name
+        (check,) = [c for c in meta["parity"]["checks"]
+                    if c["variant"] == name and c["what"] == "exact match vs truth (30 pairs)"]
+        assert check["value"] == value
+        if precision != "fp32":
+            base = accuracy["exact_match"][f"{fmt}/fp32"]
+            assert check["ok"] == (base - value <= 0.01)
     fused = {g["precision"] for g in meta["graphs"]
              if g["name"] == "greedy" and g["format"] == "tflite"}
     assert fused == {"fp32", "int8", "fp16"}

@@ -59,15 +59,18 @@ def split_step(outputs: list, state: State, step_outputs: tuple[str, ...]) -> St
 Graphs = dict[str, tuple[bytes, str, tuple[str, ...], tuple[str, ...]]]
 
 
-def create(name: str, graphs: Graphs, device: str = "cpu", threads: int = 1) -> Backend:
+def create(name: str, graphs: Graphs, device: str = "cpu", threads: int = 1,
+           per_row: bool = False) -> Backend:
     """``graphs`` maps "encoder", "decoder_step" and optionally "greedy" to
-    ``(file bytes, file name, input names, output names)``."""
+    ``(file bytes, file name, input names, output names)``. ``per_row`` runs each
+    batch row in a call of its own (onnx): for graphs whose answer for a row
+    would otherwise depend on the other rows of its batch."""
     from ..errors import BackendError
 
     if name == "onnx":
         from .onnx import OnnxBackend
 
-        return OnnxBackend(graphs, device, threads)
+        return OnnxBackend(graphs, device, threads, per_row)
     if name == "tflite":
         if device != "cpu":
             raise BackendError(f"the tflite backend runs on the CPU only, not {device!r}")

@@ -1,6 +1,13 @@
-"""ONNX Runtime adapter (CPU, or CUDA with onnxruntime-gpu)."""
+"""ONNX Runtime adapter (CPU, or CUDA with onnxruntime-gpu).
+
+The int8 graphs (ONNX Runtime's dynamic quantization) quantize each activation
+tensor with one scale for the whole batch, so a row's numbers would depend on
+the rows beside it; those graphs run one row per call (``per_row``), so every
+text gets the same answer whatever shares its batch.
+"""
 from __future__ import annotations
 
+import numpy as np
 
 from ..errors import ArtifactError, BackendError
 from . import Backend, split_step
@@ -20,7 +27,8 @@ def _import_ort():
 class OnnxBackend(Backend):
     name = "onnx"
 
-    def __init__(self, graphs: dict, device: str = "cpu", threads: int = 1):
+    def __init__(self, graphs: dict, device: str = "cpu", threads: int = 1,
+                 per_row: bool = False):
         ort = _import_ort()
         if device not in PROVIDERS:
             raise BackendError(f"unknown device {device!r}; choose cpu or cuda")
@@ -39,6 +47,7 @@ class OnnxBackend(Backend):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.device = device
+        self.per_row = per_row
         self._encoder = self._session(ort, *graphs["encoder"], options, provider)
         self._step = self._session(ort, *graphs["decoder_step"], options, provider)
         self._enc_out = graphs["encoder"][3]
@@ -71,15 +80,23 @@ class OnnxBackend(Backend):
                                f"{', '.join(got)}")
         return session
 
+    def _run(self, session, outputs, feeds: dict) -> list:
+        batch = len(next(iter(feeds.values())))
+        if not self.per_row or batch == 1:
+            return session.run(outputs, feeds)
+        rows = [session.run(outputs, {k: v[i:i + 1] for k, v in feeds.items()})
+                for i in range(batch)]
+        return [np.concatenate(column) for column in zip(*rows)]
+
     def encode(self, input_ids):
-        return tuple(self._encoder.run(self._enc_out, {"input_ids": input_ids}))
+        return tuple(self._run(self._encoder, self._enc_out, {"input_ids": input_ids}))
 
     def step(self, token, state):
-        out = self._step.run(self._step_out, dict(zip(self._step_in, (token, *state))))
+        out = self._run(self._step, self._step_out, dict(zip(self._step_in, (token, *state))))
         return split_step(out, state, self._step_out)
 
     def greedy(self, input_ids):
         if self._greedy is None:
             return super().greedy(input_ids)
-        ids, lengths = self._greedy.run(self._greedy_out, {"input_ids": input_ids})
+        ids, lengths = self._run(self._greedy, self._greedy_out, {"input_ids": input_ids})
         return ids, lengths
