@@ -1,11 +1,12 @@
 # Quick start: `make demo` (set up, train on the built-in data, export, decode,
-# benchmark; 5-15 minutes on 2 cores) and `make test` (set up, run the tests).
+# a short benchmark; about 4 minutes on 2 cores once the venv is built) and
+# `make test` (set up, run the tests). `make demo-full` adds the full benchmark.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/demo
 
-.PHONY: setup demo test mutants clean
+.PHONY: setup demo demo-full test mutants clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +22,16 @@ demo: setup
 	$(PY) -m runtime $(RUN)/artifact "15 janv. 2023" "March 3, 1999" "7. August 1956" --json
 	$(PY) -m runtime $(RUN)/artifact --backend tflite "12 de octubre de 1992"
 	$(PY) -m benchmarks $(RUN)/artifact --budget 0.3 --batch-sizes 1,8,64 --out $(RUN)/bench
+
+# The demo's model, then the full benchmark (default budget, larger batches) and
+# an attention model on the number words with its attention map.
+demo-full: demo
+	$(PY) -m benchmarks $(RUN)/artifact --batch-sizes 1,8,64,256 --out $(RUN)/bench-full
+	$(PY) -m train --builtin numbers --attention luong --latent-dim 128 --epochs 12 \
+		--out $(RUN)-numbers --force
+	$(PY) -m export $(RUN)-numbers/model.keras --force
+	$(PY) -m heatmap $(RUN)-numbers/artifact "four million twenty thousand six hundred eleven" \
+		--out $(RUN)-numbers/attention.png --force
 
 test: setup
 	$(PY) -m pytest -q

@@ -24,7 +24,8 @@ NOISE = re.compile(
     rb"|cpu_feature_guard\.cc|To enable the following instructions:"
     rb"|Created TensorFlow Lite XNNPACK delegate|use_unbounded_threadpool"
     rb"|Unable to register cu(DNN|FFT|BLAS) factory|computation_placer\.cc"
-    rb"|TF-TRT Warning|Could not find cuda drivers")
+    rb"|TF-TRT Warning|Could not find cuda drivers"
+    rb"|has constructor arguments in the object store|Progress bars disabled. To enable")
 
 
 def quiet_native_noise() -> None:
