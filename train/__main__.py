@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -59,9 +60,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--padding", choices=("left", "right"), default="left",
                    help="where input padding goes: left (text ends on the last encoder "
                         "step; learns far better) or right (keras.io)")
-    p.add_argument("--strategy", choices=("default", "mirrored"), default="default",
+    p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
+                   default="default",
                    help="mirrored: tf.distribute.MirroredStrategy over all local GPUs "
-                        "(one replica on a CPU-only machine)")
+                        "(one replica on a CPU-only machine); multiworker: "
+                        "MultiWorkerMirroredStrategy across the machines TF_CONFIG lists "
+                        "(run the same command on each; only the chief writes --out)")
     arch = p.add_argument_group("architecture (default: the seed's one-hot LSTM)")
     arch.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
     arch.add_argument("--layers", type=positive(int), default=1,
@@ -117,10 +121,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args) -> int:
-    from . import data, fit, outdir
+    import shutil
+    import tempfile
 
+    from . import data, distribution, fit, outdir
+
+    role = (distribution.role_from_tf_config(os.environ.get("TF_CONFIG"))
+            if args.strategy == "multiworker" else distribution.Role(True, "chief"))
     out = Path(args.out)
-    outdir.check_target(out, fit.MODEL_FILE, args.force)
+    scratch = None
+    if role.chief:
+        outdir.check_target(out, fit.MODEL_FILE, args.force)
+    else:  # trains in step with the chief; writes nothing a user could take for the result
+        scratch = Path(tempfile.mkdtemp(prefix="seq2seq-worker-"))
+        out = scratch / "run"
+    try:
+        return _run(args, out, role, data, distribution, fit, outdir)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run(args, out: Path, role, data, distribution, fit, outdir) -> int:
     if args.data:
         loaded = data.read_pairs(args.data, limit=args.samples)
         pairs = loaded.pairs
@@ -165,11 +187,10 @@ def run(args) -> int:
                              target_unit=target_unit)
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
-    if args.strategy == "mirrored":
-        strategy = tf.distribute.MirroredStrategy()
-        print(f"MirroredStrategy with {strategy.num_replicas_in_sync} replica(s)")
-    else:
-        strategy = tf.distribute.get_strategy()
+    strategy, _ = distribution.make_strategy(args.strategy)
+    if args.strategy != "default":
+        print(f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s); "
+              f"this process: {role.name}", flush=True)
     with strategy.scope():
         model = build_model(vocab.input_size, vocab.target_size, args.latent_dim, arch)
     if not args.quiet:
@@ -183,13 +204,23 @@ def run(args) -> int:
         (staging / fit.HELDOUT_FILE).write_text(
             "".join(f"{a}\t{b}\n" for a, b in test_pairs), encoding="utf-8")
         started = time.monotonic()
-        history, interrupted = fit.fit(
-            model, fit.teacher_forcing_arrays(vocab, train_pairs, ids),
-            fit.teacher_forcing_arrays(vocab, val_pairs, ids), staging,
-            fit.FitConfig(args.epochs, args.batch_size, args.patience,
-                          verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2))
+        train_arrays = fit.teacher_forcing_arrays(vocab, train_pairs, ids)
+        val_arrays = fit.teacher_forcing_arrays(vocab, val_pairs, ids)
+        config = fit.FitConfig(args.epochs, args.batch_size, args.patience,
+                               verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2)
+        if args.strategy == "multiworker":
+            from . import multiworker
+
+            history, interrupted = multiworker.fit(model, train_arrays, val_arrays, staging,
+                                                   config, strategy, arch.logits)
+        else:
+            history, interrupted = fit.fit(model, train_arrays, val_arrays, staging, config)
         seconds = time.monotonic() - started
         model_path = staging / fit.MODEL_FILE
+        if not role.chief:
+            outdir.discard(staging)
+            print(f"{role.name}: training done; the chief writes the results")
+            return 0
         if not model_path.exists():
             print("error: stopped before the first epoch finished; nothing was saved",
                   file=sys.stderr)

@@ -8,3 +8,7 @@ class ModelShapeError(Seq2SeqError):
 
 class OutputExistsError(Seq2SeqError):
     """An output directory already holds a result and --force was not given."""
+
+
+class TrainingError(Seq2SeqError):
+    """Training cannot run as asked (a bad distribution setting, a lost peer)."""

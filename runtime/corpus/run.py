@@ -1,0 +1,84 @@
+"""``translate_corpus``: plan the shards, run them on an engine, assemble the output."""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError, InputError
+from ..metadata import METADATA_FILE
+from .engines import ShardDone, run_local, run_ray
+from .shards import ShardStore, fingerprint
+from .sources import read_inputs
+from .work import CorpusOptions
+
+ENGINES = ("local", "ray")
+
+
+@dataclass
+class Summary:
+    lines: int = 0
+    rejects: int = 0
+    seconds: float = 0.0
+    shards: int = 0
+    resumed_shards: int = 0  # done by an earlier run, not redone
+    # Per worker: lines and seconds spent on them.
+    workers: dict = field(default_factory=dict)
+
+    @property
+    def lines_per_s(self) -> float:
+        return self.lines / self.seconds if self.seconds else 0.0
+
+
+def translate_corpus(artifact: str | Path, source: str | Path, out: str | Path,
+                     options: CorpusOptions = CorpusOptions(), *, engine: str = "local",
+                     workers: int = 1, shard_size: int = 1000, column: str | None = None,
+                     address: str | None = None, force: bool = False,
+                     progress=None, log=print) -> Summary:
+    """Translate every input of ``source`` into ``out`` (line i answers input i);
+    lines that cannot be translated get an empty output and a row in
+    ``out.rejects.tsv``. Resumes a run killed part way."""
+    if engine not in ENGINES:
+        raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if workers < 1 or shard_size < 1:
+        raise InputError("workers and shard_size must be positive")
+    artifact, out = Path(artifact), Path(out)
+    meta = artifact / METADATA_FILE
+    if not meta.is_file():
+        raise DataError(f"{artifact}: not an artifact directory ({METADATA_FILE} missing)")
+    store = ShardStore(out)
+    if out.exists() and not store.dir.exists() and not force:
+        raise DataError(f"{out} exists (a finished run); pass --force to translate again")
+    texts = read_inputs(Path(source), column)
+    if not texts:
+        raise DataError(f"{source}: no inputs")
+    shards = (len(texts) + shard_size - 1) // shard_size
+    manifest = {"inputs": len(texts), "fingerprint": fingerprint(texts),
+                "artifact": hashlib.sha256(meta.read_bytes()).hexdigest(),
+                "options": options.as_dict(), "shard_size": shard_size, "shards": shards}
+    resumed = store.open(manifest, force)
+    done = store.done()
+    plan = {i: (i * shard_size, min(len(texts), (i + 1) * shard_size))
+            for i in range(shards) if i not in done}
+    summary = Summary(shards=shards, resumed_shards=len(done))
+    if resumed:
+        log(f"resuming: {len(done)} of {shards} shards already done", flush=True)
+    started = time.perf_counter()
+
+    def on_done(shard: ShardDone) -> None:
+        summary.lines += shard.lines
+        summary.rejects += shard.rejects
+        lines, seconds = summary.workers.get(shard.worker, (0, 0.0))
+        summary.workers[shard.worker] = (lines + shard.lines, seconds + shard.seconds)
+        if progress:
+            progress(summary, len(texts), time.perf_counter() - started)
+
+    if plan:
+        if engine == "local":
+            run_local(str(artifact), options, texts, plan, store, workers, on_done, log)
+        else:
+            run_ray(str(artifact), options, texts, plan, store, workers, address, on_done, log)
+    summary.seconds = time.perf_counter() - started
+    _, summary.rejects = store.assemble(texts, shards)
+    return summary
