@@ -129,3 +129,19 @@ def test_variants_benchmark_compares_each_architecture_with_the_lstm(tmp_path):
     assert "gru / lstm on tflite" in report and "against keras-predict" in report
     done = run_module("benchmarks.variants", "--variants", "transformer")
     assert done.returncode == 2 and "unknown variant" in done.stderr
+
+
+def test_corpus_benchmark_reports_scaling_and_sizing(tiny_artifact, tmp_path):
+    out = tmp_path / "corpus"
+    done = run_module("benchmarks.corpus", str(tiny_artifact), "--lines", "600",
+                      "--engines", "local", "--workers", "1,2", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+    local = result["engines"]["local"]
+    assert set(local) == {"1", "2"} and local["1"]["scaling"] == 1.0
+    assert all(e["lines_per_s"] > 0 for e in local.values())
+    assert 1 <= len(local["2"]["per_worker_lines_per_s"]) <= 2  # a fast pool may idle one
+    assert result["identical_outputs"] is True
+    sizing = result["sizing"]
+    assert sizing["workers_needed"] >= 1 and sizing["daily_lines"] == 100_000_000
+    assert "Sizing on paper" in (out / "report.md").read_text()

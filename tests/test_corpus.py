@@ -60,11 +60,11 @@ def test_both_engines_equal_translate_with_rejects_listed(tiny_artifact, corpus,
     path, _ = corpus
     out = tmp_path / "out.txt"
     done = run_module("runtime.corpus", str(tiny_artifact), str(path), "--out", str(out),
-                      "--engine", engine, "--workers", "2", "--shard-size", "400",
-                      timeout=300)
+                      "--engine", engine, "--workers", "2", "--shard-size", "200",
+                      "--batch-size", "4", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     _check(out, expected)
-    assert "3 rejected in all" in done.stdout and "8 shard(s)" in done.stdout
+    assert "3 rejected in all" in done.stdout and "15 shard(s)" in done.stdout
     assert done.stdout.count("lines/s of its own time") == 2  # both workers did work
     again = run_module("runtime.corpus", str(tiny_artifact), str(path), "--out", str(out))
     assert again.returncode == 2 and "--force" in again.stderr
