@@ -53,6 +53,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tflite-encoder", choices=("auto", "unrolled", "loop"), default="auto",
                    help="form of the TFLite encoder: the cell unrolled over every step, "
                    "or one cell in a WHILE loop; auto times both here and keeps the faster")
+    p.add_argument("--ort", action="store_true",
+                   help="also write ORT-format files (ONNX Runtime Mobile and reduced "
+                        "builds) and required_operators.config, with the same parity proof")
     p.add_argument("--force", action="store_true", help="replace an existing artifact")
     return p
 

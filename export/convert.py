@@ -110,3 +110,34 @@ def onnx_props(vocab_dict: dict, graph: str, toolkit_version: str,
     return {"seq2seq.graph": graph, "seq2seq.toolkit_version": toolkit_version,
             "seq2seq.vocabulary": json.dumps(vocab_dict, ensure_ascii=False),
             CONTRACT_KEY: contract}
+
+
+ORT_CONFIG = "required_operators.config"
+
+
+def to_ort(onnx_files: list[Path], directory: Path) -> list[Path]:
+    """ORT-format copies of ``onnx_files`` (``NAME.ort`` beside each), converted by
+    the tool that ships in the onnxruntime wheel, and the required-operators config
+    for a reduced ONNX Runtime build (``ORT_CONFIG`` in ``directory``)."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ort-") as tmp:
+        for f in onnx_files:
+            shutil.copy(f, Path(tmp) / f.name)
+        done = subprocess.run([sys.executable, "-m",
+                               "onnxruntime.tools.convert_onnx_models_to_ort", tmp,
+                               "--optimization_style", "Fixed"],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ConversionError("onnxruntime's ORT converter failed: "
+                                  + (done.stderr or done.stdout).strip()[-500:])
+        out = []
+        for f in onnx_files:
+            target = directory / f.with_suffix(".ort").name
+            shutil.move(str(Path(tmp) / target.name), target)
+            out.append(target)
+        shutil.move(str(Path(tmp) / ORT_CONFIG), directory / ORT_CONFIG)
+    return out

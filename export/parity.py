@@ -15,7 +15,7 @@ import numpy as np
 
 import runtime
 from runtime.backends import create
-from runtime.metadata import load_config
+from runtime.metadata import FILE_FORMATS, load_config
 from train.reference import ReferenceDecoder
 
 ATOL = 1e-5
@@ -59,7 +59,7 @@ def graph_checks(directory: Path, variant: tuple[str, str], reference: Reference
     for name in ("encoder", "decoder_step"):
         g = config.graph(fmt, precision, name)
         graphs[name] = (config.path(g).read_bytes(), g.file, g.inputs, g.outputs)
-    backend = create(fmt, graphs)
+    backend = create(FILE_FORMATS[fmt], graphs)
     vocab = reference.vocab
     rng = np.random.default_rng(seed)
     worst: dict[str, float] = {}
@@ -112,7 +112,8 @@ def decode_checks(directory: Path, variants: list[tuple[str, str]],
     fp32_out: dict[str, list[str]] = {}
     outputs: dict[str, list[str]] = {}
     for fmt, precision in variants:
-        model = runtime.load(directory, backend=fmt, precision=precision)
+        model = runtime.load(directory, backend=FILE_FORMATS[fmt], precision=precision,
+                             file_format=fmt)
         out = model.translate(texts, batch_size=256)
         outputs[f"{fmt}/{precision}"] = out
         if precision == "fp32":
@@ -170,8 +171,9 @@ def fused_checks(directory: Path, variants: list[tuple[str, str]], texts: list[s
     checks, timing = [], {}
     for fmt, precision in variants:
         name = f"{fmt}/{precision}"
-        step = runtime.load(directory, backend=fmt, precision=precision, greedy="step")
-        fused = runtime.load(directory, backend=fmt, precision=precision, greedy="fused")
+        where = dict(backend=FILE_FORMATS[fmt], precision=precision, file_format=fmt)
+        step = runtime.load(directory, greedy="step", **where)
+        fused = runtime.load(directory, greedy="fused", **where)
         fused_out = fused.translate(texts, batch_size=256)
         checks.append(_strings_check(f"{name} fused", fmt, precision, fused_out, keras_out,
                                      fp32_out))

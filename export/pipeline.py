@@ -123,7 +123,8 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
                     quantize=(), opset: int = convert.DEFAULT_OPSET,
                     texts: list[str] | None = None, force: bool = False,
                     fused: bool = True, tflite_encoder: str = "auto",
-                    log=print, targets: list[str] | None = None) -> ExportResult:
+                    log=print, targets: list[str] | None = None,
+                    ort: bool = False) -> ExportResult:
     """Write a verified artifact of the Keras file ``model_path`` to ``out``; nothing
     is promoted unless parity holds. ``targets``, aligned with ``texts``: the
     right answers, against which each variant's exact match is reported."""
@@ -132,13 +133,13 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
     model = load_keras_model(model_path)
     source = {"file": model_path.name, "sha256": sha256_file(model_path)}
     return _export(model, source, vocab, out, formats, quantize, opset, texts, fused,
-                   tflite_encoder, log, targets)
+                   tflite_encoder, log, targets, ort)
 
 
 def export_model(model, vocabulary: Vocabulary, out_dir: str | Path,
                  formats=("onnx", "tflite"), quantize=(), *, opset: int = convert.DEFAULT_OPSET,
                  texts: list[str] | None = None, force: bool = False, fused: bool = True,
-                 tflite_encoder: str = "auto", log=print) -> ExportResult:
+                 tflite_encoder: str = "auto", log=print, ort: bool = False) -> ExportResult:
     """Export an in-memory ``keras.Model`` (the one a notebook just trained) through
     the same pipeline as ``python -m export``: the same graphs, parity proof against
     Keras and atomic write. ``vocabulary``: a ``runtime.Vocabulary``, for example
@@ -155,7 +156,7 @@ def export_model(model, vocabulary: Vocabulary, out_dir: str | Path,
     outdir.check_target(out, METADATA_FILE, force)
     source = {"file": None, "sha256": None, "note": f"in-memory keras.Model {model.name!r}"}
     return _export(model, source, vocabulary, out, tuple(formats), tuple(quantize), opset,
-                   texts, fused, tflite_encoder, log)
+                   texts, fused, tflite_encoder, log, ort=ort)
 
 
 def _check_options(tflite_encoder: str) -> None:
@@ -165,12 +166,15 @@ def _check_options(tflite_encoder: str) -> None:
 
 
 def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize, opset,
-            texts, fused, tflite_encoder, log, targets=None) -> ExportResult:
+            texts, fused, tflite_encoder, log, targets=None, ort=False) -> ExportResult:
     from train.reference import ReferenceDecoder
     from train.structure import check_vocabulary, locate
 
     from .graphs import GraphBuilder
 
+    if ort and "onnx" not in formats:
+        raise InputError("ORT files are converted from the ONNX ones: --ort needs the onnx "
+                         "format")
     parts = locate(model)
     check_vocabulary(parts, vocab)
     texts = texts or check_texts(vocab, None, 64)
@@ -219,7 +223,17 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
                                                           runtime.__version__,
                                                           contract("greedy")))
                 graphs.append(_graph_entry(staging, io, "greedy", "onnx", "fp32", "greedy.onnx"))
-            variants += [("onnx", "fp32")] + ([("onnx", "int8")] if "int8" in quantize else [])
+            onnx_variants = [("onnx", "fp32")] + ([("onnx", "int8")] if "int8" in quantize
+                                                 else [])
+            variants += onnx_variants
+            if ort:
+                log("converting the ONNX files to ORT format (ONNX Runtime Mobile)", flush=True)
+                onnx_graphs = [g for g in graphs if g["format"] == "onnx"]
+                paths = convert.to_ort([staging / g["file"] for g in onnx_graphs], staging)
+                for g, path in zip(onnx_graphs, paths):  # one config for all of them
+                    graphs.append(_graph_entry(staging, io, g["name"], "ort", g["precision"],
+                                               path.name))
+                variants += [("ort", p) for _, p in onnx_variants]
         if "tflite" in formats:
             tfl_precisions = ["fp32"] + [q for q in ("int8", "fp16") if q in quantize]
             encoder_forms = {}
@@ -270,6 +284,10 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
             metadata["tflite_encoder"] = encoder_forms
         if "onnx" in formats:
             metadata["onnx_encoder"] = onnx_encoder
+        if ort:
+            config_path = staging / convert.ORT_CONFIG
+            metadata["ort_required_operators"] = {"file": convert.ORT_CONFIG,
+                                                  "sha256": sha256_file(config_path)}
         write_metadata(staging, metadata)
         log(f"converted in {time.monotonic() - started:.1f}s; checking parity against Keras",
             flush=True)
@@ -334,7 +352,8 @@ def run(args) -> int:
     texts, targets = check_pairs(vocab, texts_path, args.check_samples)
     result = export_artifact(model_path, vocab, out, args.formats, args.quantize, args.opset,
                              texts, args.force, fused=not args.no_fused,
-                             tflite_encoder=args.tflite_encoder, targets=targets)
+                             tflite_encoder=args.tflite_encoder, targets=targets,
+                             ort=args.ort)
     sizes = ", ".join(f"{g['file']} {g['bytes'] / 1024:.0f} KiB"
                       for g in result.metadata["graphs"])
     print(f"wrote {out}/ ({sizes}, {METADATA_FILE})")

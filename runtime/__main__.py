@@ -19,6 +19,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", metavar="TEXT", help="inputs to decode")
     p.add_argument("--backend", choices=("onnx", "tflite"), default="onnx")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--file-format", choices=("onnx", "ort", "tflite"), default=None,
+                   help="which of the artifact's files to run (default: the backend's "
+                        "own); ort: the ORT-format files, on the onnx backend")
     p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32",
                    help="a quantized variant, if the artifact has it")
     p.add_argument("--threads", type=int, default=1, help="backend threads")
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
         model = load(args.artifact, backend=args.backend, device=args.device,
                      threads=args.threads, precision=args.precision, verify=not args.no_verify,
-                     greedy=args.greedy)
+                     greedy=args.greedy, file_format=args.file_format)
         policy = dict(unknown="skip" if args.skip_unknown else "unk" if args.unk else "error",
                       too_long="truncate" if args.truncate else "error")
         if args.stream:

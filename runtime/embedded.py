@@ -129,9 +129,43 @@ def tflite_metadata(data: bytes) -> dict[str, bytes]:
         raise MalformedModel(str(e)) from None
 
 
+def ort_metadata(data: bytes) -> dict[str, str]:
+    """An ORT-format file's ``metadata_props`` (InferenceSession field 1, the model;
+    Model field 9: entries of key 0 and value 1), as the converter copies them
+    from the ONNX file."""
+    try:
+        session = _u32(data, 0)
+        model_at = _field(data, session, 1)
+        if model_at is None:
+            raise MalformedModel("no model in the ORT file")
+        model = model_at + _u32(data, model_at)
+        props_at = _field(data, model, 9)
+        if props_at is None:
+            return {}
+        first, count = _vector(data, props_at, 4)
+        found = {}
+        for i in range(count):
+            item = first + 4 * i
+            entry = item + _u32(data, item)
+            texts = []
+            for index in (0, 1):
+                at = _field(data, entry, index)
+                if at is None:
+                    texts.append("")
+                    continue
+                start, length = _vector(data, at, 1)
+                texts.append(data[start:start + length].decode("utf-8", "replace"))
+            found[texts[0]] = texts[1]
+        return found
+    except struct.error as e:
+        raise MalformedModel(str(e)) from None
+
+
 def contract_of(data: bytes, fmt: str) -> str | None:
     """The contract digest embedded in a model file, or None when it has none."""
     if fmt == "onnx":
         return onnx_metadata(data).get(CONTRACT_KEY)
+    if fmt == "ort":
+        return ort_metadata(data).get(CONTRACT_KEY)
     value = tflite_metadata(data).get(CONTRACT_KEY)
     return None if value is None else value.decode("ascii", "replace")

@@ -27,6 +27,9 @@ ENCODER_INPUTS = ("input_ids",)
 GREEDY_INPUTS = ("input_ids",)
 GREEDY_OUTPUTS = ("output_ids", "lengths")
 GREEDY_PATHS = ("step", "fused")
+# The file formats an artifact may hold, and the backend that runs each: ORT files
+# (ONNX Runtime's own format, for its mobile and reduced builds) run on onnx.
+FILE_FORMATS = {"onnx": "onnx", "ort": "onnx", "tflite": "tflite"}
 # Attention models: tensors the encoder makes and every step reads unchanged, and
 # the step's extra output, the weights over the input steps [batch, steps].
 MEMORY = "memory"  # [batch, steps, units]: the encoder's outputs
@@ -86,8 +89,8 @@ def contract_digest(vocabulary: Vocabulary, graph: str, inputs, outputs,
 
 @dataclass(frozen=True)
 class GraphFile:
-    name: str  # "encoder" or "decoder_step"
-    format: str  # "onnx" or "tflite"
+    name: str  # "encoder", "decoder_step" or "greedy"
+    format: str  # "onnx", "ort" or "tflite"
     precision: str  # "fp32", "int8" or "fp16"
     file: str  # relative to the artifact directory
     sha256: str
@@ -210,6 +213,8 @@ def load_config(directory: str | Path) -> ArtifactConfig:
     for g in graphs:
         if g.name not in GRAPH_NAMES:
             raise ArtifactError(f"{meta}: unknown graph {g.name!r}")
+        if g.format not in FILE_FORMATS:
+            raise ArtifactError(f"{meta}: {g.file} has unknown format {g.format!r}")
         if (g.inputs, g.outputs) != io[g.name]:
             raise ArtifactError(f"{meta}: {g.file} lists inputs {list(g.inputs)} and outputs "
                                 f"{list(g.outputs)}; the decoder state {names} needs "

@@ -10,7 +10,7 @@ from . import decoding
 from .alignment import AttentionMap, attention_map
 from .backends import BACKENDS, DEVICES, Backend, create
 from .errors import ArtifactError, BackendError, InputError
-from .metadata import GREEDY_PATHS, ArtifactConfig, load_config, read_graph
+from .metadata import FILE_FORMATS, GREEDY_PATHS, ArtifactConfig, load_config, read_graph
 from .vocab import Vocabulary
 
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -141,7 +141,7 @@ class Seq2SeqModel:
 
 def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",
          threads: int = 1, precision: str = "fp32", verify: bool = True,
-         greedy: str = "auto") -> Seq2SeqModel:
+         greedy: str = "auto", file_format: str | None = None) -> Seq2SeqModel:
     """Load an artifact written by ``python -m export``.
 
     ``backend``: "onnx" (ONNX Runtime) or "tflite" (LiteRT); ``device``: "cpu" or
@@ -166,16 +166,20 @@ def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",
         raise InputError(f"threads must be a positive integer, got {threads!r}")
     if greedy not in GREEDY_PATHS + ("auto",):
         raise InputError(f"greedy must be auto, step or fused, got {greedy!r}")
+    fmt = file_format or backend
+    if FILE_FORMATS.get(fmt) != backend:
+        raise InputError(f"file_format {fmt!r} does not run on the {backend} backend; "
+                         "onnx runs onnx or ort files, tflite runs tflite files")
     config = load_config(directory)
-    has_fused = config.has_graph(backend, precision, "greedy")
+    has_fused = config.has_graph(fmt, precision, "greedy")
     if greedy == "fused" and not has_fused:
-        raise ArtifactError(f"{config.directory}: no fused {backend} {precision} greedy "
+        raise ArtifactError(f"{config.directory}: no fused {fmt} {precision} greedy "
                             "graph; re-export, or use greedy='step'")
     fused = greedy == "fused" or (greedy == "auto" and has_fused and
-                                  config.greedy_path.get(f"{backend}/{precision}") == "fused")
+                                  config.greedy_path.get(f"{fmt}/{precision}") == "fused")
     blobs = {}
     for name in ("encoder", "decoder_step") + (("greedy",) if fused else ()):
-        graph = config.graph(backend, precision, name)
+        graph = config.graph(fmt, precision, name)
         blobs[name] = (read_graph(config, graph, verify), str(config.path(graph)),
                        graph.inputs, graph.outputs)
     # ONNX int8 graphs quantize activations per batch: run them a row at a time.

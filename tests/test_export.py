@@ -438,3 +438,46 @@ def test_a_slightly_wrong_graph_fails_parity_and_writes_nothing(tiny_run, heldou
         assert f"{fmt}/fp32 decoder_step.c0_out" in message
         assert f"{fmt}/fp32 encoder" not in message  # the encoder was left alone
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_ort_files_decode_identically_with_their_own_parity_proof(tiny_run, reference,
+                                                                  heldout, tmp_path):
+    """--ort writes ORT-format files for ONNX Runtime Mobile (converted by the tool in
+    the onnxruntime wheel) and the operator config of a reduced build; they are
+    hashed, carry the contract digest, pass the same parity checks and decode as
+    Keras."""
+    from export.pipeline import export_artifact
+    from runtime.embedded import contract_of
+    from runtime.errors import InputError
+    from runtime.metadata import sha256_file
+    from runtime.vocab import Vocabulary
+
+    import runtime
+
+    vocab = Vocabulary.load(tiny_run / "vocab.json")
+    out = tmp_path / "art"
+    result = export_artifact(tiny_run / "model.keras", vocab, out, formats=("onnx",),
+                             quantize=("int8",), texts=heldout, ort=True, **QUIET)
+    ort = {(g["name"], g["precision"]): g for g in result.metadata["graphs"]
+           if g["format"] == "ort"}
+    assert set(ort) == {("encoder", "fp32"), ("decoder_step", "fp32"), ("greedy", "fp32"),
+                        ("encoder", "int8"), ("decoder_step", "int8")}
+    for g in ort.values():
+        data = (out / g["file"]).read_bytes()
+        assert data[4:8] == b"ORTM" and g["sha256"] == sha256_file(out / g["file"])
+        assert len(contract_of(data, "ort")) == 64
+    config = result.metadata["ort_required_operators"]
+    assert sha256_file(out / config["file"]) == config["sha256"]
+    assert "LSTM" in (out / config["file"]).read_text() or "MatMul" in (
+        out / config["file"]).read_text()
+    checked = {(c.variant, c.what) for c in result.checks if c.ok}
+    assert ("ort/fp32", "decoder_step.probs") in checked
+    assert ("ort/fp32", f"greedy == Keras ({len(heldout)} inputs)") in checked
+    want = reference.greedy(heldout)
+    for greedy in ("step", "fused"):
+        model = runtime.load(out, file_format="ort", greedy=greedy)
+        assert model.translate(heldout) == want
+    assert runtime.load(out, file_format="ort", precision="int8").translate(heldout) == \
+        runtime.load(out, precision="int8").translate(heldout)
+    with pytest.raises(InputError, match="does not run on the tflite backend"):
+        runtime.load(out, backend="tflite", file_format="ort")
