@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/demo
 
-.PHONY: setup demo demo-full test mutants clean
+.PHONY: setup demo demo-full test arm64-check mutants clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,11 @@ demo-full: demo
 
 test: setup
 	$(PY) -m pytest -q
+
+# Decode a small artifact on emulated ARM64 (qemu user mode, aarch64 wheels) and
+# compare every string with x86's; the root and wheels are cached in .cache/arm64.
+arm64-check: setup
+	bash checks/arm64.sh
 
 # Hand-written mutations, each applied to a copy of the tree: the suite must catch
 # every one (about 5 minutes; not part of CI).
