@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/demo
 
-.PHONY: setup demo demo-full test arm64-check mutants clean
+.PHONY: setup web-setup demo demo-full test web-check arm64-check mutants clean
 
 setup: $(VENV)/.installed
 
@@ -33,8 +33,26 @@ demo-full: demo
 	$(PY) -m heatmap $(RUN)-numbers/artifact "four million twenty thousand six hundred eleven" \
 		--out $(RUN)-numbers/attention.png --force
 
-test: setup
+# The JavaScript runtime's packages (onnxruntime-web, onnxruntime-node) from npm;
+# --ignore-scripts: the CPU binaries ship in the packages, their install script
+# would fetch optional GPU files from elsewhere.
+web-setup: web/node_modules/.installed
+
+web/node_modules/.installed: web/package.json
+	@if command -v npm >/dev/null; then \
+		cd web && npm install --no-audit --no-fund --ignore-scripts --silent && touch node_modules/.installed; \
+	else echo "npm not found: the JavaScript runtime's tests will be skipped"; fi
+
+test: setup web-setup
 	$(PY) -m pytest -q
+
+# The JavaScript runtime in headless Chromium (installs chromium and chromedriver
+# from Debian when missing and run as root) and in Node.
+web-check: setup web-setup
+	@command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+		|| { echo "install chromium and chromium-driver (Debian packages) for the browser test"; exit 2; }
+	$(PY) -m pytest -q tests/test_web.py -rs
 
 # Decode a small artifact on emulated ARM64 (qemu user mode, aarch64 wheels) and
 # compare every string with x86's; the root and wheels are cached in .cache/arm64.
