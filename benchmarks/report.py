@@ -43,6 +43,16 @@ def fused_lines(result: dict) -> list[str]:
     return out
 
 
+def browser_line(result: dict) -> str | None:
+    web = result.get("browser")
+    if not web:
+        return None
+    versus = (f" ({web['vs_onnx']:.1f}x ONNX Runtime's in Python)"
+              if web.get("vs_onnx") else "")
+    return (f"{web['browser']}: greedy, batch 1: {_us(web['per_token_us'])} per token"
+            f"{versus}, sentence p50 {_us(web['sentence_p50_us'])} ({web['n']} decodes)")
+
+
 def serving_lines(result: dict) -> list[str]:
     """The serving figures: call overhead (fused paths), batched beam search (step
     loops) and concurrent callers (every runtime path)."""
@@ -91,6 +101,9 @@ def console(result: dict) -> str:
     if serve:
         lines += ["", "serving (batch 1 unless stated; the two sides of each comparison "
                   "alternate):"] + [f"  {x}" for x in serve]
+    if browser_line(result):
+        lines += ["", "browser (the JavaScript runtime, web/seq2seq.mjs):",
+                  f"  {browser_line(result)}"]
     lines.append("")
     lines.append("cold start (fresh process: import, load, first string) and peak RSS:")
     for name, c in result["cold_start"].items():
@@ -144,6 +157,10 @@ def markdown(result: dict) -> str:
                "decode on the same step loop. *threads*: greedy sentences per second with 1, "
                "2 and 4 threads calling one loaded model. The two sides of each comparison "
                "alternate.", ""] + [f"- {x}" for x in serve]
+    if browser_line(result):
+        md += ["", "## Browser", "", "The JavaScript runtime (`web/seq2seq.mjs`) on the "
+               "demo page in headless Chromium, each text decoded alone and timed in the "
+               "page.", "", f"- {browser_line(result)}"]
     md += ["", "## Cold start and memory", "",
            "| process | import + load + first string | peak RSS |", "|---|---|---|"]
     for name, c in result["cold_start"].items():

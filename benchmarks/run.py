@@ -90,7 +90,7 @@ def build_paths(s: Settings):
     if not tf.config.list_physical_devices("GPU"):
         skipped["keras-gpu"] = "TensorFlow sees no GPU"
     if s.paths is not None:
-        unknown = set(s.paths) - set(models) - set(skipped)
+        unknown = set(s.paths) - set(models) - set(skipped) - {"browser"}
         if unknown:
             from runtime.errors import InputError
 
@@ -208,6 +208,17 @@ def run(s: Settings) -> dict:
         else:
             entry["beam"] = serving.beam(model, s.texts, max(1, rounds // 3))
         serve[name] = entry
+    from . import browser
+
+    reason = browser.missing()
+    web = None
+    if reason is None and (s.paths is None or "browser" in s.paths):
+        s.progress("browser: the JavaScript runtime in headless Chromium")
+        web = browser.per_token(s.artifact, s.texts[:20])
+        web["vs_onnx"] = web["per_token_us"] / results["onnx"]["per_token_us"] if (
+            "onnx" in results) else None
+    elif reason is not None:
+        skipped["browser"] = reason
     s.progress("cold start in fresh processes")
     text = s.texts[0]
     config = load_config(s.artifact)
@@ -229,6 +240,7 @@ def run(s: Settings) -> dict:
                          "architecture": config.architecture,
                          "input_tokens": config.vocabulary.input_size,
                          "target_tokens": config.vocabulary.target_size},
-            "paths": results, "ratios": ratios, "serving": serve, "cold_start": cold,
+            "paths": results, "ratios": ratios, "serving": serve, "browser": web,
+            "cold_start": cold,
             "file_sizes": sizes,
             "skipped": skipped}

@@ -61,6 +61,11 @@ def test_quick_run_writes_all_outputs_with_plausible_figures(tiny_run, tiny_arti
     assert result["file_sizes"]["encoder.onnx"] > 0
     assert result["environment"]["threads"] == 1 and result["environment"]["cores"]
     assert "onnx-cuda" in result["skipped"] or "onnx-cuda" in paths
+    # The JavaScript runtime in Chromium gets a row where Chromium is present.
+    if result["browser"]:
+        assert result["browser"]["per_token_us"] > 0 and "Chromium" in report
+    else:
+        assert "Chromium" in result["skipped"]["browser"] or "web" in result["skipped"]["browser"]
 
 
 def test_bad_options_are_clear(tiny_artifact, tmp_path):

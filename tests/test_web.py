@@ -3,14 +3,10 @@ headless Chromium with onnxruntime-web (WASM) through the demo page, it decodes
 exactly as the Python runtime does."""
 from __future__ import annotations
 
-import functools
 import json
 import random
 import shutil
 import subprocess
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +15,6 @@ from conftest import ROOT
 
 WEB = ROOT / "web"
 MODULES = WEB / "node_modules"
-ORT_WEB_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 
 
 @pytest.fixture(scope="module")
@@ -71,84 +66,39 @@ def test_node_errors_are_clear(tiny_artifact, tmp_path):
     assert done.returncode == 2 and "decoder_step.onnx: sha256 differs" in done.stderr
 
 
-def _browser():
-    try:
-        from selenium import webdriver
-    except ImportError:
-        pytest.skip("selenium not installed (the project's [dev] extra has it)")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.skip("Chromium not found: `make web-check` installs it (as root: apt-get "
-                    "install chromium chromium-driver)")
-    if not (MODULES / "onnxruntime-web" / "dist").is_dir():
-        pytest.skip("web/node_modules missing: run `make web-setup`")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                 "--window-size=900,600"):
-        options.add_argument(flag)
-    service = webdriver.ChromeService(executable_path=driver)
-    return webdriver.Chrome(options=options, service=service)
+def test_browser_demo_page_decodes_as_python(tiny_artifact, texts, tmp_path):
+    """Headless Chromium, the demo page served from 127.0.0.1: the page's runtime
+    decodes 120 inputs as Python does (greedy, and beam-3 on 20); typing shows the
+    output and its time; an unknown character shows an error. A screenshot is kept."""
+    from benchmarks import browser as web
 
-
-@pytest.fixture(scope="module")
-def site(tiny_artifact, tmp_path_factory):
-    """The demo page, the runtime, onnxruntime-web's three files and the artifact,
-    served from 127.0.0.1 on a free port (file:// cannot import the .mjs)."""
-    root = tmp_path_factory.mktemp("site")
-    for name in ("index.html", "seq2seq.mjs"):
-        shutil.copy(WEB / name, root / name)
-    (root / "ort").mkdir()
-    for name in ORT_WEB_FILES:
-        source = MODULES / "onnxruntime-web" / "dist" / name
-        if source.is_file():
-            shutil.copy(source, root / "ort" / name)
-    shutil.copytree(tiny_artifact, root / "artifact")
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
-    handler.extensions_map = {**SimpleHTTPRequestHandler.extensions_map,
-                              ".mjs": "text/javascript", ".wasm": "application/wasm"}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.RequestHandlerClass.log_message = lambda *a, **k: None
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
-    server.shutdown()
-
-
-def test_browser_demo_page_decodes_as_python(site, tiny_artifact, texts, tmp_path):
+    reason = web.missing()
+    if reason:
+        pytest.skip(reason)
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser = _browser()
-    try:
-        browser.get(site)
-        WebDriverWait(browser, 60).until(
-            lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
-        body = browser.find_element(By.TAG_NAME, "body")
-        assert body.get_attribute("data-ready") == "yes", browser.find_element(
-            By.ID, "status").text
-        browser.set_script_timeout(120)
-        run = ("const done = arguments[arguments.length - 1];"
-               "window.seq2seqTranslate(arguments[0], arguments[1])"
-               ".then(done, (e) => done('error: ' + e.message));")
-        got = browser.execute_async_script(run, texts, {})
-        assert got == runtime.load(tiny_artifact).translate(texts)
-        beams = browser.execute_async_script(run, texts[:20], {"beamSize": 3})
-        assert beams == runtime.load(tiny_artifact).translate(texts[:20], beam_size=3)
-        # As a user does: type, and the output appears with its time.
-        box = browser.find_element(By.ID, "text")
-        box.send_keys(texts[0])
-        want = runtime.load(tiny_artifact).translate([texts[0]])[0]
-        WebDriverWait(browser, 30).until(
-            lambda b: b.find_element(By.ID, "output").text == want)
-        assert browser.find_element(By.ID, "timing").text.endswith(" ms")
-        shot = tmp_path / "demo-page.png"
-        browser.save_screenshot(str(shot))
-        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        box.clear()
-        box.send_keys("abc€")
-        WebDriverWait(browser, 30).until(
-            lambda b: "outside the vocabulary" in b.find_element(By.ID, "output").text)
-    finally:
-        browser.quit()
+    python = runtime.load(tiny_artifact)
+    with web.site(tiny_artifact) as url:
+        browser = web.chromium()
+        try:
+            web.open_page(browser, url)
+            assert browser.execute_async_script(web.TRANSLATE, texts, {}) == \
+                python.translate(texts)
+            assert browser.execute_async_script(web.TRANSLATE, texts[:20], {"beamSize": 3}) == \
+                python.translate(texts[:20], beam_size=3)
+            box = browser.find_element(By.ID, "text")
+            box.send_keys(texts[0])
+            want = python.translate([texts[0]])[0]
+            WebDriverWait(browser, 30).until(
+                lambda b: b.find_element(By.ID, "output").text == want)
+            assert browser.find_element(By.ID, "timing").text.endswith(" ms")
+            shot = tmp_path / "demo-page.png"
+            browser.save_screenshot(str(shot))
+            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            box.clear()
+            box.send_keys("abc€")
+            WebDriverWait(browser, 30).until(
+                lambda b: "outside the vocabulary" in b.find_element(By.ID, "output").text)
+        finally:
+            browser.quit()
