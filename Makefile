@@ -39,9 +39,11 @@ demo-full: demo
 web-setup: web/node_modules/.installed
 
 web/node_modules/.installed: web/package.json
-	@if command -v npm >/dev/null; then \
-		cd web && npm install --no-audit --no-fund --ignore-scripts --silent && touch node_modules/.installed; \
-	else echo "npm not found: the JavaScript runtime's tests will be skipped"; fi
+	@if ! command -v npm >/dev/null; then \
+		echo "npm not found: the JavaScript runtime's tests will be skipped"; \
+	elif (cd web && npm install --no-audit --no-fund --ignore-scripts --silent); then \
+		touch $@; \
+	else echo "npm install failed in web/: the JavaScript runtime's tests will be skipped"; fi
 
 test: setup web-setup
 	$(PY) -m pytest -q
