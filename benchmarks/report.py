@@ -4,6 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def save(out: Path, result: dict, text: str) -> None:
+    """results.json and report.md in ``out``; the report is printed too."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "report.md").write_text(text + "\n", encoding="utf-8")
+    print(text)
+    print(f"wrote {out}/results.json and {out}/report.md")
+
+
 def _us(v: float) -> str:
     if v >= 1e6:
         return f"{v / 1e6:.2f} s"

@@ -10,7 +10,6 @@ all alike and the ratios hold.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -195,11 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     except Seq2SeqError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    text = report(result)
-    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "report.md").write_text(text + "\n", encoding="utf-8")
-    print(text)
-    print(f"wrote {out}/results.json and {out}/report.md")
+    from .report import save
+
+    save(Path(args.out), result, report(result))
     return 0
 
 
