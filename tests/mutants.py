@@ -86,7 +86,7 @@ MUTANTS = (
            "return tf.not_equal(input_ids, 0)[:, :, None] if self.parts.masked else None",
            "return None", ("tests/test_family.py", "-k", "embedding-mask-right")),
     Mutant("backward-direction-runs-forward", "export/graphs.py",
-           "mask, backward=d == 1)", "mask, backward=False)",
+           "mask, backward=d == 1,", "mask, backward=False,",
            ("tests/test_family.py", "-k", "bidirectional-gru")),
     Mutant("gru-reset-gate-dropped", "export/cells.py",
            "candidate = tf.tanh(x_h + r * r_h)", "candidate = tf.tanh(x_h + r_h)",
