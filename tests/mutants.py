@@ -101,8 +101,8 @@ MUTANTS = (
     Mutant("litert-pool-never-grows", "runtime/backends/litert.py",
            "grow = self.size < self._max", "grow = False",
            ("tests/test_reliability.py", "-k", "eight_threads")),
-    Mutant("mirrored-strategy-ignored", "train/__main__.py",
-           "if args.strategy == \"mirrored\":", "if args.strategy == \"none\":",
+    Mutant("mirrored-strategy-ignored", "train/distribution.py",
+           "if name == \"mirrored\":", "if name == \"none\":",
            ("tests/test_train.py", "-k", "mirrored")),
     Mutant("attention-ignores-the-mask", "export/graphs.py",
            "scores = tf.where(mask > 0.5, scores, scores - 1e9)",
@@ -119,6 +119,16 @@ MUTANTS = (
     Mutant("int8-onnx-batched", "runtime/model.py",
            'per_row=backend == "onnx" and precision == "int8")', "per_row=False)",
            ("tests/test_batch_invariance.py",)),
+    Mutant("contract-digest-ignored", "runtime/metadata.py",
+           "    if found != want:", "    if False:",
+           ("tests/test_reliability.py", "-k", "edited_metadata")),
+    Mutant("corpus-resume-redoes-everything", "runtime/corpus/run.py",
+           "    done = store.done()", "    done = set()",
+           ("tests/test_corpus.py", "-k", "killed_run_resumes")),
+    Mutant("multiworker-peer-loss-unreported", "train/multiworker.py",
+           "        raise TrainingError(f\"lost contact with another worker",
+           "        raise RuntimeError(f\"lost contact with another worker",
+           ("tests/test_multiworker.py", "-k", "lost_worker")),
 )
 
 
