@@ -69,6 +69,16 @@ def test_node_errors_are_clear(tiny_artifact, tmp_path):
     done = subprocess.run(["node", str(WEB / "node_decode.mjs"), str(art),
                            str(tmp_path / "ok.txt")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "decoder_step.onnx: sha256 differs" in done.stderr
+    # artifact.json edited after export (hashes intact): the digest inside each model
+    # file, recomputed in JavaScript as Python computes it, refuses it.
+    edited = tmp_path / "edited"
+    shutil.copytree(tiny_artifact, edited)
+    meta = json.loads((edited / "artifact.json").read_text(encoding="utf-8"))
+    meta["vocabulary"]["target_tokens"] = meta["vocabulary"]["target_tokens"][::-1]
+    (edited / "artifact.json").write_text(json.dumps(meta), encoding="utf-8")
+    done = subprocess.run(["node", str(WEB / "node_decode.mjs"), str(edited),
+                           str(tmp_path / "ok.txt")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "does not match this model file" in done.stderr
 
 
 def test_browser_demo_page_decodes_as_python(tiny_artifact, texts, tmp_path):

@@ -1,6 +1,7 @@
 // A JavaScript runtime for seq2seq-edge artifacts: the browser (onnxruntime-web,
 // WASM) and Node (onnxruntime-node). It reads artifact.json, checks each model
-// file's sha256 (WebCrypto), encodes text by the recorded vocabulary rules and
+// file's sha256 (WebCrypto) and the contract digest inside it, encodes text by the
+// recorded vocabulary rules and
 // decodes as the Python runtime does: greedy (the step loop, or the fused graph in
 // one call) and beam search. The ONNX Runtime module is passed in, so one file
 // serves both hosts.
@@ -22,6 +23,69 @@ const FLOOR = Math.fround(1e-30);
 async function sha256Hex(bytes) {
   const digest = await globalThis.crypto.subtle.digest("SHA-256", bytes);
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// The ONNX file's metadata_props (ModelProto field 14: key 1, value 2), read from
+// the protobuf's top-level fields, as runtime/embedded.py does.
+function onnxMetadata(bytes) {
+  const varint = (pos) => {
+    let value = 0;
+    let scale = 1;
+    for (;;) {
+      if (pos >= bytes.length) throw new Seq2SeqError("truncated ONNX file");
+      const byte = bytes[pos++];
+      value += (byte & 0x7f) * scale;
+      scale *= 128;
+      if (!(byte & 0x80)) return [value, pos];
+    }
+  };
+  const fields = function* (start, end) {
+    let pos = start;
+    while (pos < end) {
+      let tag;
+      [tag, pos] = varint(pos);
+      const wire = tag % 8;
+      if (wire === 0) [, pos] = varint(pos);
+      else if (wire === 1) pos += 8;
+      else if (wire === 5) pos += 4;
+      else if (wire === 2) {
+        let size;
+        [size, pos] = varint(pos);
+        if (pos + size > end) throw new Seq2SeqError("malformed ONNX file");
+        yield [Math.floor(tag / 8), pos, pos + size];
+        pos += size;
+      } else throw new Seq2SeqError("malformed ONNX file");
+    }
+  };
+  const text = (a, b) => new TextDecoder().decode(bytes.subarray(a, b));
+  const props = {};
+  for (const [number, a, b] of fields(0, bytes.length)) {
+    if (number !== 14) continue;
+    const entry = {};
+    for (const [n, c, d] of fields(a, b)) entry[n] = text(c, d);
+    props[entry[1] ?? ""] = entry[2] ?? "";
+  }
+  return props;
+}
+
+// JSON as Python's json.dumps(sort_keys=True, ensure_ascii=False, separators=(",", ":")).
+function canonical(value) {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical(value[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+// runtime.metadata.contract_digest: what a graph file must agree on with artifact.json.
+async function contractDigest(meta, g) {
+  const a = meta.attention;
+  const contract = {
+    vocabulary: meta.vocabulary, graph: g.name, inputs: g.inputs, outputs: g.outputs,
+    state: meta.state.map((s) => [s.name, s.units]),
+    attention: a ? [a.kind, a.memory_units, a.masked] : null,
+  };
+  return sha256Hex(new TextEncoder().encode(canonical(contract)));
 }
 
 // The vocabulary's encoding rule (runtime/vocab.py): standardise, split into
@@ -96,7 +160,8 @@ export class Vocabulary {
 
 // An artifact loaded on ONNX Runtime. readFile(name) -> Promise<Uint8Array>.
 export async function loadArtifact(ort, readFile, { precision = "fp32", greedy = "auto",
-  verify = true, fileFormat = "onnx" } = {}) {
+  verify = true } = {}) {
+  const fileFormat = "onnx";  // the .onnx files (ORT files would need their own reader)
   let meta;
   try {
     meta = JSON.parse(new TextDecoder().decode(await readFile("artifact.json")));
@@ -127,6 +192,14 @@ export async function loadArtifact(ort, readFile, { precision = "fp32", greedy =
       }
       if (await sha256Hex(bytes) !== g.sha256) {
         throw new Seq2SeqError(`${g.file}: sha256 differs from the metadata's (corrupt or tampered with)`);
+      }
+    }
+    if (meta.version >= 3) {  // the digest export wrote inside the file (tamper evidence)
+      const found = onnxMetadata(bytes)["seq2seq.contract_sha256"];
+      if (found === undefined) throw new Seq2SeqError(`${g.file}: carries no contract digest; re-export it`);
+      if (found !== await contractDigest(meta, g)) {
+        throw new Seq2SeqError(`${g.file}: artifact.json does not match this model file: its vocabulary, `
+          + "tensor names or decoder state were changed after export");
       }
     }
     sessions[name] = { session: await ort.InferenceSession.create(bytes), inputs: g.inputs, outputs: g.outputs };
