@@ -93,7 +93,7 @@ def test_browser_demo_page_decodes_as_python(tiny_artifact, texts, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    python = runtime.load(tiny_artifact)
+    python = runtime.load(tiny_artifact, greedy="step")  # the page follows greedy_path: auto
     with web.site(tiny_artifact) as url:
         browser = web.chromium()
         try:
