@@ -26,6 +26,9 @@ def parser() -> argparse.ArgumentParser:
                    help="a quantized variant, if the artifact has it")
     p.add_argument("--threads", type=int, default=1, help="backend threads")
     p.add_argument("--beam", type=int, default=1, metavar="K", help="beam size (1: greedy)")
+    p.add_argument("--length-penalty", type=float, default=1.0, metavar="A",
+                   help="beam search ranks finished outputs by sum(log p) / length ** A "
+                        "(0: the most probable output; larger favours longer ones)")
     p.add_argument("--greedy", choices=("auto", "step", "fused"), default="auto",
                    help="greedy decoding as a step loop or one call of the fused graph; "
                         "auto: the faster one, as export measured")
@@ -34,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0,
                    help="above 0: sample instead of taking the most likely token")
     p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely")
-    p.add_argument("--seed", type=int, default=None, help="sampling seed")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (an integer >= 0)")
     unknown = p.add_mutually_exclusive_group()
     unknown.add_argument("--skip-unknown", action="store_true",
                          help="drop characters (or words) outside the vocabulary instead "
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.write("\n")
             return 0
         outputs = model.translate(texts, beam_size=args.beam, max_length=args.max_length,
-                                  temperature=args.temperature, top_k=args.top_k,
+                                  length_penalty=args.length_penalty, temperature=args.temperature, top_k=args.top_k,
                                   seed=args.seed, **policy)
     except Seq2SeqError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -52,6 +52,8 @@ class DecodeOptions:
                 self.length_penalty):
             raise InputError(f"length_penalty must be a finite number, "
                              f"got {self.length_penalty!r}")
+        if self.seed is not None and (not is_int(self.seed) or self.seed < 0):
+            raise InputError(f"seed must be an integer >= 0 or None, got {self.seed!r}")
         if self.beam_size > 1 and self.temperature > 0:
             raise InputError("choose beam search or sampling, not both")
         return self
@@ -153,34 +155,59 @@ def sample(backend: Backend, input_ids: np.ndarray, start: int, end: int, steps:
     return seqs
 
 
+def _ceiling(live_sum, t: int, steps: int, length_penalty: float):
+    """The best score a live hypothesis (log-prob sum ``live_sum`` after step ``t``) can
+    still reach: its sum only falls as it grows, so the bound is that sum over the
+    most favourable final length, ``steps`` for a positive penalty and the next one
+    (t + 2 tokens, end included) otherwise."""
+    length = steps if length_penalty > 0 else t + 2
+    return live_sum / length ** length_penalty
+
+
+def _log(probs: np.ndarray) -> np.ndarray:
+    # Clipped at 1 too: a float32 softmax may exceed it by an ulp, and the stopping
+    # bound relies on log-probs never being positive.
+    return np.log(np.clip(probs, 1e-30, 1.0))
+
+
 def beam_search(backend: Backend, input_ids: np.ndarray, start: int, end: int, steps: int,
                 beam_size: int, length_penalty: float = 1.0) -> list[list[int]]:
-    """Best hypothesis per input, all inputs' beams in one step call (rows = inputs x
-    beams), each input's hypotheses ranked on their own.
+    """Best hypothesis per input by beam search, all inputs' beams in one step call
+    (rows = inputs x beams), each input's hypotheses ranked on their own.
 
-    A hypothesis ends with the end token or at ``steps`` tokens; its score is
-    sum(log p) / length ** length_penalty, where length counts the end token. Per
-    step and input, the ``2 * beam_size`` best extensions are taken in order of
-    score (ties: lower beam, then lower token id): ending ones are finished, the
-    first ``beam_size`` others live on. An input stops once ``beam_size`` of its
-    hypotheses have finished or none lives on; its beams then go idle (score
-    -inf) while the others decode. The answer is the first best finished one.
+    The rule is the standard one (Hugging Face's ``BeamSearchScorer``, fairseq's
+    sequence generator), with GNMT's length normalisation:
+
+    - each step extends every live hypothesis by every token and ranks the
+      extensions by sum(log p) (ties: lower beam, then lower token id);
+    - an extension that ends (the end token, or the ``steps``-th token) becomes a
+      finished hypothesis only if it ranks among the first ``beam_size``; its
+      score is sum(log p) / length ** length_penalty, length counting the end
+      token. Lower-ranked endings are dropped, never finished;
+    - the first ``beam_size`` extensions that do not end are the next live beams;
+    - an input's search stops when none of its live hypotheses, continued in any
+      way, could score above its best finished one (``_ceiling``), or when none
+      lives on. So stopping early never changes the answer: it is the answer of a
+      search run to ``steps`` tokens.
+
+    The answer is the best finished hypothesis (the earliest found among equals).
+    Finished inputs leave the batch, so the rest decode on fewer rows.
     """
     batch, width = input_ids.shape[0], beam_size
     if batch == 1:
         return [_beam_one(backend, input_ids, start, end, steps, width, length_penalty)]
     state = backend.encode(input_ids)
-    scores = np.zeros((batch, 1))  # [inputs, beams]; -inf marks an idle beam
+    scores = np.zeros((batch, 1))  # [inputs, beams] live sums; -inf marks an idle beam
     tokens = np.full(batch, start, dtype=np.int32)
     history = np.zeros((batch, 1, 0), dtype=np.int32)  # tokens so far per beam
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
-    rows_of = np.arange(batch)[:, None]
+    best_score = np.full(batch, -np.inf)
+    best_seq: list[list[int]] = [[] for _ in range(batch)]
+    where = np.arange(batch)  # the input each row of the search arrays belongs to
     for t in range(steps):
         probs, state, _, _ = backend.step(tokens, state)
         _check_finite(probs)
-        beams = scores.shape[1]
-        total = (scores[:, :, None] + np.log(np.maximum(probs, 1e-30)).reshape(
-            batch, beams, -1)).reshape(batch, -1)
+        n, beams = scores.shape
+        total = (scores[:, :, None] + _log(probs).reshape(n, beams, -1)).reshape(n, -1)
         vocab = total.shape[1] // beams
         take = min(total.shape[1], 2 * width)
         order = np.argsort(-total, axis=1, kind="stable")[:, :take]
@@ -188,39 +215,47 @@ def beam_search(backend: Backend, input_ids: np.ndarray, start: int, end: int, s
         live = np.isfinite(best)
         beam, token = np.divmod(order, vocab)
         ending = live & ((token == end) | (t == steps - 1))
+        finishing = ending & (np.arange(take) < width)  # rank, not just score, decides
         going = live & ~ending
         rank = np.cumsum(going, axis=1)
         kept = going & (rank <= width)
-        for b, c in zip(*np.nonzero(ending)):  # few: at most 2 * width per input
-            seq = history[b, beam[b, c]].tolist()
-            if token[b, c] != end:
-                seq.append(int(token[b, c]))
-            finished[b].append((float(best[b, c]) / (t + 1) ** length_penalty, seq))
-        done = np.array([len(f) >= width for f in finished]) | ~kept.any(axis=1)
-        kept &= ~done[:, None]
-        if not kept.any():
+        normalised = best / (t + 1) ** length_penalty
+        for r, c in zip(*np.nonzero(finishing)):  # few: at most width per input
+            i = where[r]
+            if normalised[r, c] > best_score[i]:  # strictly: the earliest of equals stays
+                seq = history[r, beam[r, c]].tolist()
+                best_seq[i] = seq if token[r, c] == end else seq + [int(token[r, c])]
+                best_score[i] = normalised[r, c]
+        first_kept = np.where(kept.any(axis=1), best[np.arange(n), kept.argmax(axis=1)],
+                              -np.inf)
+        going_on = kept.any(axis=1) & (
+            _ceiling(first_kept, t, steps, length_penalty) > best_score[where])
+        if not going_on.any():
             break
         # The kept extensions, in order, fill each input's beams; the rest go idle.
-        new_scores = np.full((batch, width), -np.inf)
-        new_beam = np.zeros((batch, width), dtype=np.int64)
-        new_token = np.full((batch, width), start, dtype=np.int32)
-        b, c = np.nonzero(kept)
-        slot = rank[b, c] - 1
-        new_scores[b, slot] = best[b, c]
-        new_beam[b, slot] = beam[b, c]
-        new_token[b, slot] = token[b, c]
-        history = np.concatenate([history[rows_of, new_beam], new_token[:, :, None]], axis=2)
-        rows = (rows_of * beams + new_beam).ravel()  # idle beams copy a live row's state
+        keep = np.flatnonzero(going_on)
+        kept = kept[keep]
+        new_scores = np.full((len(keep), width), -np.inf)
+        new_beam = np.zeros((len(keep), width), dtype=np.int64)
+        new_token = np.full((len(keep), width), start, dtype=np.int32)
+        r, c = np.nonzero(kept)
+        slot = rank[keep][r, c] - 1
+        new_scores[r, slot] = best[keep][r, c]
+        new_beam[r, slot] = beam[keep][r, c]
+        new_token[r, slot] = token[keep][r, c]
+        history = np.concatenate([history[keep[:, None], new_beam],
+                                  new_token[:, :, None]], axis=2)
+        rows = (keep[:, None] * beams + new_beam).ravel()  # idle beams copy a live row
         state = tuple(s.take(rows, axis=0) for s in state)  # memory rows travel too
-        scores, tokens = new_scores, new_token.ravel()
-    return [max(f, key=lambda item: item[0])[1] for f in finished]
+        scores, tokens, where = new_scores, new_token.ravel(), where[keep]
+    return best_seq
 
 
 def _beam_one(backend: Backend, input_ids: np.ndarray, start: int, end: int, steps: int,
               width: int, length_penalty: float) -> list[int]:
     """``beam_search`` for one input, with the per-step work cut to a few numpy calls
     on small arrays and a Python loop over the ``2 * width`` best extensions (at
-    batch 1 that work, not the step call, is what a beam costs). Same ranking,
+    batch 1 that work, not the step call, is what a beam costs). The same rule,
     ties and stopping as the batched search. The step always gets ``width`` rows
     (idle ones at score -inf), so a LiteRT interpreter is never resized mid-search."""
     state = tuple(s.repeat(width, axis=0) for s in backend.encode(input_ids[:1]))
@@ -228,32 +263,34 @@ def _beam_one(backend: Backend, input_ids: np.ndarray, start: int, end: int, ste
     scores = np.full((width, 1), -np.inf)
     scores[0] = 0.0
     tokens = np.full(width, start, dtype=np.int32)
-    finished: list[tuple[float, list[int]]] = []
-    step, log, floor, inf = backend.step, np.log, np.maximum, -np.inf
+    best_score, best_seq = -np.inf, []
+    step, inf = backend.step, -np.inf
     take = 2 * width
     rows = list(range(width))
     for t in range(steps):
         probs, state, _, _ = step(tokens, state)
-        flat = (scores + log(floor(probs, 1e-30))).ravel()
+        flat = (scores + _log(probs)).ravel()
         order = (-flat).argsort(kind="stable")[:take]
         vocab = probs.shape[1]
         last = t == steps - 1
+        denominator = (t + 1) ** length_penalty
         keep_rows, keep_tokens, keep_scores, keep_seqs = [], [], [], []
-        for index, score in zip(order.tolist(), flat[order].tolist()):
+        for rank, (index, score) in enumerate(zip(order.tolist(), flat[order].tolist())):
             if score == inf:  # an idle beam's; the rest are too
                 break
             if score != score:  # NaN: the model is broken
                 _check_finite(probs)
             row, tok = divmod(index, vocab)
             if tok == end or last:
-                finished.append((score / (t + 1) ** length_penalty,
-                                 seqs[row] if tok == end else seqs[row] + [tok]))
+                if rank < width and score / denominator > best_score:
+                    best_score = score / denominator
+                    best_seq = seqs[row] if tok == end else seqs[row] + [tok]
             elif len(keep_rows) < width:
                 keep_rows.append(row)
                 keep_tokens.append(tok)
                 keep_scores.append(score)
                 keep_seqs.append(seqs[row] + [tok])
-        if len(finished) >= width or not keep_rows:
+        if not keep_rows or _ceiling(keep_scores[0], t, steps, length_penalty) <= best_score:
             break
         idle = width - len(keep_rows)
         if idle:  # idle beams copy a live one's row, at score -inf
@@ -265,4 +302,26 @@ def _beam_one(backend: Backend, input_ids: np.ndarray, start: int, end: int, ste
             state = tuple(s.take(keep_rows, axis=0) for s in state)
         seqs, tokens = keep_seqs, np.array(keep_tokens, dtype=np.int32)
         scores = np.array(keep_scores)[:, None]
-    return max(finished, key=lambda item: item[0])[1]
+    _check_finite(probs)
+    return best_seq
+
+
+def sequence_scores(backend: Backend, input_ids: np.ndarray, targets: list[list[int]],
+                    start: int, end: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher-forced ``(sum(log p), length)`` of each target token sequence (without
+    its end token) for its input: the quantities beam search ranks by. The end
+    token is scored and counted unless the target already fills ``steps``."""
+    full = [list(seq) + [end] if len(seq) < steps else list(seq)[:steps] for seq in targets]
+    lengths = np.array([len(seq) for seq in full])
+    grid = np.full((len(full), lengths.max()), end, dtype=np.int32)
+    for i, seq in enumerate(full):
+        grid[i, :len(seq)] = seq
+    state = backend.encode(input_ids)
+    token = np.full(len(full), start, dtype=np.int32)
+    sums = np.zeros(len(full))
+    for t in range(grid.shape[1]):
+        probs, state, _, _ = backend.step(token, state)
+        _check_finite(probs)
+        token = grid[:, t]
+        sums += np.where(t < lengths, _log(probs)[np.arange(len(full)), token], 0.0)
+    return sums, lengths

@@ -7,6 +7,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import decoding
+from .decoding import DecodeOptions
 from .alignment import AttentionMap, attention_map
 from .backends import BACKENDS, DEVICES, Backend, create
 from .errors import ArtifactError, BackendError, InputError
@@ -120,6 +121,35 @@ class Seq2SeqModel:
                                             options.steps(vocab.max_output_length)):
             yield separator + vocab.target_tokens[token]
             separator = vocab.separator
+
+    def score(self, texts: Sequence[str], outputs: Sequence[str], *,
+              length_penalty: float = 1.0, unknown: str = "error",
+              too_long: str = "error") -> np.ndarray:
+        """The score beam search ranks by, of each ``outputs[i]`` as the answer to
+        ``texts[i]``: sum(log p) / length ** length_penalty, teacher-forced through
+        the step graph (length counts the end token, unless the output fills the
+        model's maximum). Useful for rescoring and for judging a decode."""
+        if isinstance(texts, str) or isinstance(outputs, str) or len(texts) != len(outputs):
+            raise InputError("score() takes two lists of strings of the same length")
+        DecodeOptions(length_penalty=length_penalty).validate(
+            self.vocabulary.max_output_length)
+        if not texts:
+            return np.zeros(0)
+        vocab = self.vocabulary
+        ids = vocab.encode_inputs(texts, unknown, too_long)
+        steps = vocab.max_output_length
+        targets = []
+        for out in outputs:
+            if not isinstance(out, str):
+                raise InputError(f"score() outputs must be strings, got {type(out).__name__}")
+            seq = vocab.encode_target(out)[:-1]
+            if len(seq) > steps:
+                raise InputError(f"output {out[:40]!r} is longer than the model's maximum "
+                                 f"of {steps} tokens")
+            targets.append(seq)
+        sums, lengths = decoding.sequence_scores(self.backend, ids, targets, vocab.start_id,
+                                                 vocab.end_id, steps)
+        return sums / lengths ** float(length_penalty)
 
     # -- low level, for apps that write their own loop ------------------
     def encode(self, texts: Sequence[str], unknown: str = "error", too_long: str = "error"):

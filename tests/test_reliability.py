@@ -174,6 +174,8 @@ def test_hostile_text_ends_in_a_result_or_our_error(tiny_artifact, backend):
     (["1", "--beam", "0"], None),
     (["1", "--max-length", "-3"], None),
     (["1", "--threads", "0"], None),
+    (["1", "--temperature", "1", "--seed", "-1"], None),
+    (["1", "--beam", "3", "--length-penalty", "nan"], None),
 ])
 def test_hostile_cli_input_ends_cleanly(tiny_artifact, argv, stdin):
     done = run_module("runtime", str(tiny_artifact), *argv, input=stdin or "", timeout=60)

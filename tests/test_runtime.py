@@ -58,61 +58,6 @@ def _logprobs(model, text: str, out: str):
     return rows
 
 
-def test_beam_is_never_worse_than_greedy(model, heldout):
-    texts = heldout[:8]
-
-    def score(text, out):
-        rows = _logprobs(model, text, out)
-        return sum(float(np.log(p[t])) for p, t in rows) / len(rows)
-
-    for text, greedy, beam in zip(texts, model.translate(texts),
-                                  model.translate(texts, beam_size=4)):
-        assert score(text, beam) >= score(text, greedy) - 1e-6
-
-
-def _beam_one_input(model, text: str, beam_size: int, length_penalty: float = 1.0):
-    """Beam search for one input as the runtime did it before beams were batched:
-    one step call per input, a Python loop over the candidates. The reference the
-    batched search must equal."""
-    vocab = model.vocabulary
-    steps, end = vocab.max_output_length, vocab.end_id
-    state = model.encode([text])
-    seqs, scores = [[]], np.zeros(1)
-    tokens = np.full(1, vocab.start_id, dtype=np.int32)
-    finished = []
-    for t in range(steps):
-        probs, state, _ = model.step(tokens, state)
-        flat = (scores[:, None] + np.log(np.maximum(probs, 1e-30))).ravel()
-        order = np.argsort(-flat, kind="stable")[:min(flat.size, 2 * beam_size)]
-        keep = []
-        for index in order:
-            row, tok = divmod(int(index), probs.shape[1])
-            if tok == end or t == steps - 1:
-                seq = seqs[row] if tok == end else seqs[row] + [tok]
-                finished.append((float(flat[index]) / (t + 1) ** length_penalty, seq))
-            elif len(keep) < beam_size:
-                keep.append((row, tok, float(flat[index])))
-        if len(finished) >= beam_size or not keep:
-            break
-        state = tuple(s[[r for r, _, _ in keep]] for s in state)
-        seqs = [seqs[r] + [tok] for r, tok, _ in keep]
-        scores = np.array([sc for _, _, sc in keep])
-        tokens = np.array([tok for _, tok, _ in keep], dtype=np.int32)
-    return vocab.decode_target(max(finished, key=lambda f: f[0])[1])
-
-
-def test_batched_beam_search_equals_one_input_at_a_time(model, heldout):
-    """Beams of many inputs share each step call; every input still gets exactly
-    what a search of its own gives, for several widths and length penalties."""
-    texts = heldout[:24]
-    for beam_size, penalty in ((2, 1.0), (4, 1.0), (5, 0.0)):
-        batched = model.translate(texts, beam_size=beam_size, length_penalty=penalty,
-                                  batch_size=64)
-        assert batched == [_beam_one_input(model, t, beam_size, penalty) for t in texts]
-        assert batched[:7] == model.translate(texts[:7], beam_size=beam_size,
-                                              length_penalty=penalty, batch_size=3)
-
-
 def test_sampling_is_seeded_and_varies_with_the_seed(model, heldout):
     texts = heldout[:6]
     a = model.translate(texts, temperature=1.5, top_k=5, seed=3)
@@ -122,6 +67,33 @@ def test_sampling_is_seeded_and_varies_with_the_seed(model, heldout):
     hot = [tuple(model.translate(texts, temperature=5.0, seed=s)) for s in range(4)]
     assert len(set(hot)) == 4
     assert all(list(h) != model.translate(texts) for h in hot)
+
+
+def test_sampling_draws_from_the_tempered_distribution(model, heldout):
+    """One token drawn 3000 times at temperatures 0.5, 1 and 2: each token's share is
+    within 5 standard errors of p ** (1 / T) renormalised (the definition), and a low
+    temperature puts more mass on the most likely token, a high one less."""
+    vocab = model.vocabulary
+    text = heldout[0]
+    probs = model.step([vocab.start_id], model.encode([text]))[0][0].astype(float)
+    top = int(probs.argmax())
+    shares = {}
+    for temperature in (0.5, 1.0, 2.0):
+        drawn = model.translate([text] * 3000, temperature=temperature, seed=11, max_length=1)
+        ids = [vocab.target_index[d] if d else vocab.end_id for d in drawn]
+        counts = np.bincount(ids, minlength=vocab.target_size) / len(ids)
+        want = probs ** (1 / temperature)
+        want /= want.sum()
+        bound = 5 * np.sqrt(want * (1 - want) / len(ids)) + 1e-3
+        assert (np.abs(counts - want) <= bound).all(), (temperature, counts, want)
+        shares[temperature] = counts[top]
+    assert shares[0.5] > shares[1.0] > shares[2.0]
+
+
+def test_near_zero_temperature_sampling_is_greedy(model, heldout):
+    texts = heldout[:20]
+    for seed in range(3):
+        assert model.translate(texts, temperature=1e-3, seed=seed) == model.translate(texts)
 
 
 def test_top_1_sampling_is_greedy(model, heldout):
@@ -173,6 +145,9 @@ def test_low_level_encode_and_step(model, heldout):
     (lambda m: m.translate(["1 mai 2000"], max_length=10_000), "max_length"),
     (lambda m: m.translate(["1 mai 2000"], temperature=-1), "temperature"),
     (lambda m: m.translate(["1 mai 2000"], beam_size=2, temperature=1), "not both"),
+    (lambda m: m.translate(["1 mai 2000"], temperature=1, seed=-1), "seed"),
+    (lambda m: m.translate(["1 mai 2000"], temperature=1, seed=1.5), "seed"),
+    (lambda m: m.score(["1 mai 2000"], ["2000", "x"]), "same length"),
     (lambda m: list(m.stream(["x"])), "one string"),
 ])
 def test_bad_input_raises_input_error(model, call, message):

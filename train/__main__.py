@@ -17,7 +17,7 @@ DEFAULTS = dict(samples=30000, epochs=8, batch_size=64, latent_dim=256, seed=0,
 def positive(kind):
     def parse(text):
         value = kind(text)
-        if value <= 0:
+        if not value > 0 or value == float("inf"):  # NaN fails the first test
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
     return parse
@@ -47,6 +47,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive(int), default=DEFAULTS["batch_size"])
     p.add_argument("--latent-dim", type=positive(int), default=DEFAULTS["latent_dim"])
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--optimizer", choices=("rmsprop", "adam"), default="rmsprop",
+                   help="rmsprop as in keras.io's example; adam often learns faster")
+    p.add_argument("--learning-rate", type=positive(float), default=1e-3, metavar="LR")
     p.add_argument("--out", default="runs/latest", metavar="DIR", help="output directory")
     p.add_argument("--force", action="store_true", help="replace a finished output directory")
     p.add_argument("--test-size", type=positive(int), default=None,
@@ -192,7 +195,8 @@ def _run(args, out: Path, role, data, distribution, fit, outdir) -> int:
         print(f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s); "
               f"this process: {role.name}", flush=True)
     with strategy.scope():
-        model = build_model(vocab.input_size, vocab.target_size, args.latent_dim, arch)
+        model = build_model(vocab.input_size, vocab.target_size, args.latent_dim, arch,
+                            args.optimizer, args.learning_rate)
     if not args.quiet:
         model.summary()
 

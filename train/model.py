@@ -69,7 +69,8 @@ def _input(name: str, size: int, arch: Architecture):
 
 
 def build_model(input_size: int, target_size: int, latent_dim: int = 256,
-                arch: Architecture = Architecture()) -> keras.Model:
+                arch: Architecture = Architecture(), optimizer: str = "rmsprop",
+                learning_rate: float = 1e-3) -> keras.Model:
     """Encoder RNN(s) return their final state; decoder layer i starts from encoder
     layer i's (or one decoder layer from the top encoder layer's, ``handoff="last"``);
     teacher forcing; Dense softmax. Inputs are one-hot rows or ids. With attention,
@@ -105,12 +106,17 @@ def build_model(input_size: int, target_size: int, latent_dim: int = 256,
     outputs = layers.Dense(target_size, activation=None if arch.logits else "softmax",
                            name="decoder_dense")(x)
     model = keras.Model([encoder_inputs, decoder_inputs], outputs, name="seq2seq")
-    compile_model(model, arch.logits)
+    compile_model(model, arch.logits, optimizer, learning_rate)
     return model
 
 
-def compile_model(model: keras.Model, logits: bool = False) -> None:
-    # As in the seed; weighted metrics so padding steps (weight 0) do not count.
-    model.compile(optimizer="rmsprop",
+OPTIMIZERS = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam}
+
+
+def compile_model(model: keras.Model, logits: bool = False, optimizer: str = "rmsprop",
+                  learning_rate: float = 1e-3) -> None:
+    # RMSprop at Keras's default rate, as in the seed; weighted metrics so padding
+    # steps (weight 0) do not count.
+    model.compile(optimizer=OPTIMIZERS[optimizer](learning_rate=learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(from_logits=logits),
                   weighted_metrics=["accuracy"])

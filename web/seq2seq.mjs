@@ -281,47 +281,58 @@ export class Seq2SeqModel {
     return out;
   }
 
-  // Beam search for one input, as runtime/decoding.py ranks it: the 2 * width best
-  // extensions by score (ties: lower beam, then lower token), ending ones finished
-  // (score / length ** lengthPenalty), the first width others kept.
+  // Beam search for one input, the rule of runtime/decoding.py's beam_search (the
+  // standard one): extensions ranked by sum(log p) (ties: lower beam, then lower
+  // token); an ending one (end token, or the last step) is finished only within the
+  // first width ranks, scored sum / length ** lengthPenalty (length counts the end
+  // token); the first width others live on. The search stops when no live
+  // hypothesis could still score above the best finished one, so the answer is
+  // that of a search run to the maximum length.
   async beam(ids, width, lengthPenalty) {
     const { startId, endId, maxOutputLength: steps } = this.vocab;
     let state = await this.encode(ids, 1);
     let seqs = [[]];
     let scores = [0];
     let tokens = [startId];
-    const finished = [];
+    let bestScore = -Infinity;
+    let bestSeq = [];
     for (let t = 0; t < steps; t++) {
       const step = await this.step(tokens, state);
       const V = step.probs.length / tokens.length;
       const flat = [];
       for (let r = 0; r < tokens.length; r++) {
         for (let v = 0; v < V; v++) {
-          const p = Math.max(step.probs[r * V + v], FLOOR);
+          const p = Math.min(Math.max(step.probs[r * V + v], FLOOR), 1);
+          if (Number.isNaN(p)) throw new Seq2SeqError("the model produced NaN probabilities; the artifact is broken");
           flat.push([scores[r] + Math.fround(Math.log(p)), r * V + v]);
         }
       }
       flat.sort((a, b) => b[0] - a[0] || a[1] - b[1]);
       const keep = [];
-      for (const [score, index] of flat.slice(0, 2 * width)) {
+      const denominator = (t + 1) ** lengthPenalty;
+      flat.slice(0, 2 * width).forEach(([score, index], rank) => {
         const row = Math.floor(index / V);
         const tok = index % V;
         if (tok === endId || t === steps - 1) {
-          finished.push([score / (t + 1) ** lengthPenalty, tok === endId ? seqs[row] : seqs[row].concat([tok])]);
+          if (rank < width && score / denominator > bestScore) {
+            bestScore = score / denominator;
+            bestSeq = tok === endId ? seqs[row] : seqs[row].concat([tok]);
+          }
         } else if (keep.length < width) {
           keep.push([row, tok, score]);
         }
-      }
-      if (finished.length >= width || keep.length === 0) break;
+      });
+      if (keep.length === 0) break;
+      // The best a live hypothesis can still reach: its sum only falls as it grows.
+      const ceiling = keep[0][2] / (lengthPenalty > 0 ? steps : t + 2) ** lengthPenalty;
+      if (ceiling <= bestScore) break;
       const rows = keep.map((k) => k[0]);
       state = step.state.map((s) => this.gatherRows(s, rows));
       seqs = keep.map(([row, tok]) => seqs[row].concat([tok]));
       scores = keep.map((k) => k[2]);
       tokens = keep.map((k) => k[1]);
     }
-    let best = finished[0];
-    for (const f of finished) if (f[0] > best[0]) best = f;
-    return best[1];
+    return bestSeq;
   }
 
   gatherRows(tensor, rows) {
