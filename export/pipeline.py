@@ -66,14 +66,20 @@ def check_pairs(vocab: Vocabulary, path: Path | None, limit: int, seed: int = 0
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 ({e})") from None
     rows = [ln.split("\t") for ln in lines]
-    rows = [r for r in rows if r[0].strip() and _encodable(vocab, r[0])][:limit]
+    rows = [r for r in rows if r[0].strip() and _encodable(vocab, r[0])]
     if not rows:
         raise DataError(f"{path}: no usable inputs (empty, too long, or characters "
                         "outside the vocabulary)")
-    targets = [_as_written(vocab, r[1]) if len(r) > 1 else None for r in rows]
-    if any(t is None for t in targets):
+    # Lines of one input (an input with alternative targets) are one case, with every
+    # target a right answer.
+    cases: dict[str, list] = {}
+    for r in rows:
+        if r[0] in cases or len(cases) < limit:
+            cases.setdefault(r[0], []).append(_as_written(vocab, r[1]) if len(r) > 1 else None)
+    targets = list(cases.values())
+    if any(None in t for t in targets):
         targets = None  # a target missing or unwritable: strings checked, truth not
-    return [r[0] for r in rows], targets
+    return list(cases), targets
 
 
 def _as_written(vocab: Vocabulary, target: str) -> str | None:
@@ -123,11 +129,12 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
                     quantize=(), opset: int = convert.DEFAULT_OPSET,
                     texts: list[str] | None = None, force: bool = False,
                     fused: bool = True, tflite_encoder: str = "auto",
-                    log=print, targets: list[str] | None = None,
+                    log=print, targets: list[list[str]] | None = None,
                     ort: bool = False) -> ExportResult:
     """Write a verified artifact of the Keras file ``model_path`` to ``out``; nothing
     is promoted unless parity holds. ``targets``, aligned with ``texts``: the
-    right answers, against which each variant's exact match is reported."""
+    right answers (a list of references per input), against which each variant's
+    quality is reported."""
     _check_options(tflite_encoder)
     outdir.check_target(out, METADATA_FILE, force)
     model = load_keras_model(model_path)
@@ -301,10 +308,19 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize
         checks += decode
         fp32_out = {name.split("/")[0]: out for name, out in outputs.items()
                     if name.endswith("/fp32")}
+        modes, beams = parity.mode_checks(staging, variants, texts, outputs, targets)
+        checks += modes
         if targets:
-            truth, accuracy = parity.truth_checks(outputs, targets)
+            char_level = vocab.target_unit == "char"
+            truth, judged = parity.truth_checks(outputs, targets, char_level)
             checks += truth
-            metadata["accuracy"] = {"pairs": len(targets), "exact_match": accuracy}
+            beam_quality = parity.truth_checks(beams, targets, char_level)[1]
+            metadata["accuracy"] = {
+                "pairs": len(targets),
+                "exact_match": {k: q.exact_match for k, q in judged.items()},
+                "quality": {k: q.as_dict() for k, q in judged.items()},
+                f"beam{parity.BEAM_WIDTH}_quality": {k: q.as_dict()
+                                                     for k, q in beam_quality.items()}}
         if fused:
             with_fused = sorted({(g["format"], g["precision"]) for g in graphs
                                  if g["name"] == "greedy"})

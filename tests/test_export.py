@@ -163,16 +163,34 @@ def test_cli_exports_end_to_end_with_quantized_variants(tiny_run, tmp_path):
     accuracy = meta["accuracy"]
     assert accuracy["pairs"] == 30 and set(accuracy["exact_match"]) == {
         f"{f}/{p}" for f, p in variants}
+    import sacrebleu
+
     for name, value in accuracy["exact_match"].items():
         fmt, precision = name.split("/")
         got = runtime.load(out, backend=fmt, precision=precision, greedy="step").translate(texts)
         assert value == sum(a == b for a, b in zip(got, truth)) / 30, name
         (check,) = [c for c in meta["parity"]["checks"]
-                    if c["variant"] == name and c["what"] == "exact match vs truth (30 pairs)"]
+                    if c["variant"] == name and c["what"] == "exact match vs truth (30 inputs)"]
         assert check["value"] == value
+        chrf = sacrebleu.corpus_chrf(got, [truth]).score
+        assert accuracy["quality"][name]["chrf"] == pytest.approx(chrf, abs=1e-5)
+        (chrf_check,) = [c for c in meta["parity"]["checks"]
+                         if c["variant"] == name and c["what"] == "chrF vs truth (30 inputs)"]
         if precision != "fp32":
             base = accuracy["exact_match"][f"{fmt}/fp32"]
             assert check["ok"] == (base - value <= 0.01)
+            base_chrf = accuracy["quality"][f"{fmt}/fp32"]["chrf"]
+            assert chrf_check["ok"] == (base_chrf - chrf <= 1.0 + 1e-6)
+    # Beam search and near-zero sampling are proven on each fp32 variant.
+    for name in ("onnx/fp32", "tflite/fp32"):
+        whats = {c["what"]: c for c in meta["parity"]["checks"] if c["variant"] == name}
+        for what in ("beam-4 score >= greedy's (30 inputs)",
+                     "beam-4 exact match vs truth (30 inputs)",
+                     "sampling T=0.0001 == greedy (30 inputs)"):
+            assert whats[what]["fatal"] and whats[what]["ok"], what
+        beam = runtime.load(out, backend=name.split("/")[0]).translate(texts, beam_size=4)
+        assert accuracy["beam4_quality"][name]["exact_match"] == pytest.approx(
+            sum(a == b for a, b in zip(beam, truth)) / 30)
     fused = {g["precision"] for g in meta["graphs"]
              if g["name"] == "greedy" and g["format"] == "tflite"}
     assert fused == {"fp32", "int8", "fp16"}
@@ -438,6 +456,35 @@ def test_a_slightly_wrong_graph_fails_parity_and_writes_nothing(tiny_run, heldou
         assert f"{fmt}/fp32 decoder_step.c0_out" in message
         assert f"{fmt}/fp32 encoder" not in message  # the encoder was left alone
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("broken", ["beam", "sampling"])
+def test_export_proves_beam_search_and_sampling_on_the_model(tiny_run, heldout, tmp_path,
+                                                             monkeypatch, broken):
+    """A beam search that cuts its answers one token short, or sampling that ignores
+    its temperature, fails export's fatal mode checks: no artifact is written."""
+    from export.errors import ParityError
+    from export.pipeline import export_artifact
+    from runtime import decoding
+
+    if broken == "beam":
+        real_beam = decoding.beam_search
+        monkeypatch.setattr(decoding, "beam_search",
+                            lambda *a, **k: [s[:-1] for s in real_beam(*a, **k)])
+        wanted = "onnx/fp32 beam-4 score >= greedy's"
+    else:
+        real_sample = decoding.sample
+        monkeypatch.setattr(decoding, "sample", lambda backend, ids, start, end, steps, _t,
+                            top_k, rng: real_sample(backend, ids, start, end, steps, 1.0,
+                                                    top_k, rng))
+        wanted = "onnx/fp32 sampling T=0.0001 == greedy"
+    vocab = Vocabulary.load(tiny_run / "vocab.json")
+    out = tmp_path / "art"
+    with pytest.raises(ParityError) as err:
+        export_artifact(tiny_run / "model.keras", vocab, out, formats=("onnx",),
+                        texts=heldout, fused=False, log=lambda *a, **k: None)
+    assert wanted in str(err.value)
+    assert not out.exists()
 
 
 def test_ort_files_decode_identically_with_their_own_parity_proof(tiny_run, reference,

@@ -263,7 +263,7 @@ def test_a_small_pair_file_trains_with_a_held_out_set_sized_from_it(tmp_path):
     done = run_module("train", "--data", str(pairs), "--epochs", "2", "--latent-dim", "8",
                       "--patience", "5", "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "held-out set: 40 pairs (10% of the distinct pairs" in done.stdout
+    assert "held-out set: 40 inputs (10% of the distinct inputs" in done.stdout
     assert read_json(out / "train.json")["pairs"]["held_out"] == 40
     # Not a terminal: one progress line per epoch, not one per batch update.
     assert done.stdout.count("val_loss:") == 2  # one line for each of the 2 epochs
@@ -280,3 +280,83 @@ def test_a_deeply_nested_vocabulary_file_is_a_clear_error(tmp_path):
     path.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(VocabularyError, match="nested too deeply"):
         Vocabulary.load(path)
+
+
+def test_every_distinct_pair_is_kept_and_split_by_input():
+    """fra.txt gives one input several translations: all of them train, an input
+    and all its targets land on one side of the split, and only an exact repeat of
+    a pair is dropped."""
+    rows = [("Go.", "Va !"), ("Go.", "Marche."), ("Hi.", "Salut !"), ("Go.", "Bouge !"),
+            ("Go.", "Va !"), ("Run!", "Cours !"), ("Run!", "Courez !")]
+    rows += [(f"w{i}", f"m{i}") for i in range(40)]
+    train, val, test = data.split(rows, 5, 0.2, seed=1)
+    everything = train + val + test
+    assert sorted(everything) == sorted(set(rows))  # each distinct pair exactly once
+    sides = [{a for a, _ in part} for part in (train, val, test)]
+    assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+    assert len(sides[2]) == 5 and len(sides[1]) == round(len({a for a, _ in rows}) * 0.2)
+    assert dict(data.group(rows))["Go."] == ["Va !", "Marche.", "Bouge !"]
+
+
+def test_quality_metrics_match_the_maintained_libraries():
+    """Exact match counts any reference; chrF and BLEU are sacrebleu's with every
+    reference; CER and WER equal jiwer's on single references, and take the
+    closest reference where there are several."""
+    import jiwer
+    import sacrebleu
+
+    from train.quality import measure
+
+    outputs = ["2023-01-15", "1949-04-0", "le chat noir", "x"]
+    refs = ["2023-01-15", "1949-04-05", "le chien noir", "xyz"]
+    q = measure(outputs, refs)
+    assert q.exact_match == 0.25 and q.count == 4
+    assert q.chrf == pytest.approx(sacrebleu.corpus_chrf(outputs, [refs]).score)
+    assert q.bleu == pytest.approx(sacrebleu.corpus_bleu(outputs, [refs], tokenize="char").score)
+    assert q.cer == pytest.approx(jiwer.cer(refs, outputs))
+    assert q.wer == pytest.approx(jiwer.wer(refs, outputs))
+    words = measure(outputs, refs, char_level=False)
+    assert words.bleu == pytest.approx(sacrebleu.corpus_bleu(outputs, [refs]).score)
+    multi = measure(outputs, [[r, o] if i == 1 else [r] for i, (r, o) in
+                              enumerate(zip(refs, outputs))])
+    assert multi.exact_match == 0.5
+    # Item 1's closest reference is its own output (no edits, 9 characters).
+    others = [r for i, r in enumerate(refs) if i != 1]
+    edits = jiwer.cer(others, [o for i, o in enumerate(outputs) if i != 1]) * sum(
+        map(len, others))
+    assert multi.cer == pytest.approx(edits / (sum(map(len, others)) + len(outputs[1])))
+    alt = [None, "1949-04-0", None, None]
+    assert multi.chrf == pytest.approx(sacrebleu.corpus_chrf(outputs, [refs, alt]).score)
+
+
+def test_alternative_targets_train_and_all_count_when_held_out(tmp_path):
+    """A pair file whose inputs each have two right answers: both train, held-out
+    inputs keep both in heldout.tsv, train.json's quality counts either as right
+    (checked with sacrebleu and the Keras model's own decodes), and export groups
+    them into one case per input."""
+    import keras
+    import sacrebleu
+
+    from export.pipeline import check_pairs
+    from train.reference import ReferenceDecoder
+
+    rows = data.date_pairs(300, seed=4)
+    path = tmp_path / "pairs.txt"
+    path.write_text("".join(f"{a}\t{b}\n{a}\t{b.replace('-', '/')}\n" for a, b in rows),
+                    encoding="utf-8")
+    out = tmp_path / "run"
+    done = run_module("train", "--data", str(path), "--epochs", "2", "--latent-dim", "16",
+                      "--test-size", "30", "--quiet", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = read_json(out / "train.json")
+    assert summary["pairs"]["held_out_inputs"] == 30 and summary["pairs"]["held_out"] == 60
+    assert summary["pairs"]["train"] + summary["pairs"]["validation"] == 2 * (300 - 30)
+    vocab = Vocabulary.load(out / "vocab.json")
+    texts, targets = check_pairs(vocab, out / "heldout.tsv", 100)
+    assert len(texts) == 30 and all(len(t) == 2 for t in targets)
+    decoded = ReferenceDecoder(keras.models.load_model(out / "model.keras"), vocab).greedy(texts)
+    quality = summary["held_out_quality"]
+    assert quality["exact_match"] == pytest.approx(
+        sum(d in t for d, t in zip(decoded, targets)) / 30)
+    assert quality["chrf"] == pytest.approx(sacrebleu.corpus_chrf(
+        decoded, [[t[0] for t in targets], [t[1] for t in targets]]).score, abs=1e-5)

@@ -113,23 +113,35 @@ def default_test_size(pairs: list[tuple[str, str]], most: int) -> int:
 
 
 def split(pairs: list[tuple[str, str]], test_size: int, val_fraction: float, seed: int):
-    """Shuffle, then cut off a held-out test set and a validation set.
-
-    Duplicate inputs are dropped first, so no held-out input is ever trained on.
-    """
-    seen: dict[str, str] = {}
-    for source, target in pairs:
-        seen.setdefault(source, target)
-    unique = list(seen.items())
-    random.Random(seed).shuffle(unique)
-    n_val = int(round(len(unique) * val_fraction))
-    if len(unique) - test_size - n_val < 1 or (val_fraction > 0 and n_val < 1):
-        raise DataError(f"{len(unique)} distinct pairs are too few for a test set of "
+    """Shuffle the distinct inputs, then cut off a held-out test set and a validation
+    set of them. Every target of an input goes where the input goes, so no held-out
+    input is ever trained on. All distinct pairs are kept: an input's alternative
+    targets (fra.txt's "Go." -> "Va !", "Marche.", "Bouge !") all train, and all
+    count as right answers when held out; an exact repeat of a pair is kept once.
+    Returns the train, validation and test pairs, each input's pairs together."""
+    groups = group(pairs)
+    random.Random(seed).shuffle(groups)
+    n_val = int(round(len(groups) * val_fraction))
+    if len(groups) - test_size - n_val < 1 or (val_fraction > 0 and n_val < 1):
+        raise DataError(f"{len(groups)} distinct inputs are too few for a test set of "
                         f"{test_size} and a validation fraction of {val_fraction}")
-    test = unique[:test_size]
-    val = unique[test_size:test_size + n_val]
-    train = unique[test_size + n_val:]
-    return train, val, test
+
+    def flat(part):
+        return [(source, target) for source, targets in part for target in targets]
+
+    return (flat(groups[test_size + n_val:]), flat(groups[test_size:test_size + n_val]),
+            flat(groups[:test_size]))
+
+
+def group(pairs: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """``(input, [its distinct targets])`` per distinct input, in order of first
+    appearance."""
+    groups: dict[str, list[str]] = {}
+    for source, target in pairs:
+        targets = groups.setdefault(source, [])
+        if target not in targets:
+            targets.append(target)
+    return list(groups.items())
 
 
 # -- built-in data: English number words -> digits (where attention matters) --------
