@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from export.pipeline import check_texts
+    from export.pipeline import check_pairs
     from runtime.metadata import load_config
 
     from . import report
@@ -82,8 +82,8 @@ def _run(args) -> int:
     if not model.is_file():
         raise Seq2SeqError(f"{model}: Keras model not found; pass --model")
     inputs = Path(args.inputs) if args.inputs else model.parent / "heldout.tsv"
-    texts = check_texts(config.vocabulary, inputs if inputs.exists() else None,
-                        20 if args.quick else 200)
+    texts, targets = check_pairs(config.vocabulary, inputs if inputs.exists() else None,
+                                 20 if args.quick else 200)
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -92,7 +92,8 @@ def _run(args) -> int:
                         batch_sizes=args.batch_sizes, budget=args.budget,
                         min_repeats=args.repeats,
                         threads=args.threads, cold_runs=1 if args.quick else 3,
-                        progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+                        targets=targets)
     result = run(settings)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -108,6 +108,11 @@ def console(result: dict) -> str:
     if fused:
         lines += ["", "fused graph against the step loop (batch 1, sentence p50):"]
         lines += [f"  {x}" for x in fused]
+    if result.get("quality"):
+        from .quality import lines as quality_lines
+
+        lines += ["", f"quality against the truth ({result['settings']['inputs']} held-out "
+                  "inputs):"] + [f"  {x}" for x in quality_lines(result["quality"])]
     serve = serving_lines(result)
     if serve:
         lines += ["", "serving (batch 1 unless stated; the two sides of each comparison "
@@ -158,6 +163,16 @@ def markdown(result: dict) -> str:
     for name, r in result["paths"].items():
         tp = r["throughput_tokens_per_s"]
         md.append(f"| {name} | " + " | ".join(f"{tp[str(b)]:,.0f}" for b in batch) + " |")
+    if result.get("quality"):
+        from .quality import table as quality_table
+
+        md += ["", "## Quality against the truth", "",
+               f"The {st['inputs']} held-out inputs, every path's greedy decodes (Keras's "
+               "reference decoder too) and beam-4 on each step loop, against the right "
+               "answers (any reference counts): exact match, chrF and BLEU (sacrebleu; BLEU "
+               "on characters for character targets), character error rate. *shorter than "
+               "truth*: beam outputs shorter than the shortest right answer.", ""]
+        md += quality_table(result["quality"])
     serve = serving_lines(result)
     if serve:
         md += ["", "## Serving", "",

@@ -29,6 +29,8 @@ class Settings:
     cold_runs: int
     min_repeats: int = 5
     progress: object = print
+    # The right answers of each text (a list of references), where known.
+    targets: list[list[str]] | None = None
 
 
 def _count(fn, budget: float, lo: int, hi: int = 100_000) -> int:
@@ -156,6 +158,7 @@ def measure_path(name: str, model: Seq2SeqModel, s: Settings, keras_out: list[st
         "beam4": stats(beam_times),
         "throughput_tokens_per_s": throughput,
         "agreement_with_keras": agreement,
+        "outputs": [outputs[t] for t in texts],
     }
 
 
@@ -182,6 +185,18 @@ def run(s: Settings) -> dict:
     for i, (name, model) in enumerate(models.items(), 1):
         s.progress(f"[{i}/{len(models)}] {name}")
         results[name] = measure_path(name, model, s, keras_out)
+    quality = None
+    if s.targets:
+        from . import quality as judge
+
+        s.progress("quality against the truth: greedy on every path, beam-4 on step loops")
+        greedy = {name: r.pop("outputs") for name, r in results.items()}
+        config = load_config(s.artifact)
+        quality = judge.measure_modes(models, s.texts, s.targets, greedy,
+                                      config.vocabulary.target_unit == "char")
+    else:
+        for r in results.values():
+            r.pop("outputs")
     ratios = {}
     for name, r in results.items():
         ratios[name] = {}
@@ -241,6 +256,7 @@ def run(s: Settings) -> dict:
                          "input_tokens": config.vocabulary.input_size,
                          "target_tokens": config.vocabulary.target_size},
             "paths": results, "ratios": ratios, "serving": serve, "browser": web,
+            "quality": quality,
             "cold_start": cold,
             "file_sizes": sizes,
             "skipped": skipped}

@@ -31,6 +31,7 @@ MAX_CHRF_LOSS = 1.0
 # flipped one decode in 64 on a briefly trained model).
 BEAM_WIDTH = 4
 COLD = 1e-4
+DECISIVE = 30
 
 
 @dataclass
@@ -163,11 +164,19 @@ def truth_checks(outputs: dict[str, list[str]], targets: list[list[str]],
 
 def mode_checks(directory: Path, variants: list[tuple[str, str]], texts: list[str],
                 outputs: dict[str, list[str]], targets: list[list[str]] | None = None):
-    """The other decoding modes on the user's own model, per fp32 variant: beam-4
-    must score (sum(log p) / length, the score it maximises) at least as well as
-    greedy on nearly every input, and lose at most a point of exact match where
-    the right answers are known; seeded sampling at a temperature near zero must
-    give greedy's strings. All fatal: a broken search fails the export."""
+    """The other decoding modes on the user's own model, per fp32 variant (fatal
+    checks marked *):
+
+    - beam-4's mean score (sum(log p) / length, what it maximises) is not below
+      greedy's (*); the share of inputs where it is at least greedy's is shown,
+      with a warning below 99% (a beam may miss greedy's path on a flat model);
+    - beam-4's exact match is at most a point below greedy's, where the right
+      answers are known (*);
+    - seeded sampling at a temperature near zero gives greedy's strings on every
+      input whose greedy steps are decisive (each chosen token ahead of the
+      runner-up by ``DECISIVE`` temperatures in log-probability, so a correct
+      sampler strays with odds below e^-30) (*). An untrained model may have none.
+    """
     checks, found = [], {}
     for fmt, precision in variants:
         if precision != "fp32":
@@ -178,20 +187,43 @@ def mode_checks(directory: Path, variants: list[tuple[str, str]], texts: list[st
         greedy = outputs[name]
         beam = model.translate(texts, beam_size=BEAM_WIDTH, batch_size=256)
         found[name] = beam
-        not_worse = float(np.mean(model.score(texts, beam) >= model.score(texts, greedy) - 1e-6))
-        n = len(texts)
-        checks.append(Check(name, f"beam-{BEAM_WIDTH} score >= greedy's ({n} inputs)",
-                            not_worse, f">= {MIN_AGREEMENT}", not_worse >= MIN_AGREEMENT))
+        beam_scores, greedy_scores = model.score(texts, beam), model.score(texts, greedy)
+        n, label = len(texts), f"beam-{BEAM_WIDTH}"
+        gain = float(np.mean(beam_scores - greedy_scores))
+        checks.append(Check(name, f"{label} mean score - greedy's ({n} inputs)", gain,
+                            ">= 0", gain >= -1e-6))
+        not_worse = float(np.mean(beam_scores >= greedy_scores - 1e-6))
+        checks.append(Check(name, f"{label} score >= greedy's ({n} inputs)", not_worse,
+                            f">= {MIN_AGREEMENT}", not_worse >= MIN_AGREEMENT, fatal=False))
         if targets:
             g, b = _right(greedy, targets), _right(beam, targets)
-            checks.append(Check(name, f"beam-{BEAM_WIDTH} exact match vs truth ({n} inputs)",
+            checks.append(Check(name, f"{label} exact match vs truth ({n} inputs)",
                                 b, f">= {g:.1%} - {MAX_ACCURACY_LOSS:.0%} (greedy's)",
                                 b >= g - MAX_ACCURACY_LOSS - 1e-9))
-        cold = model.translate(texts, temperature=COLD, seed=0, batch_size=256)
-        same = _share(cold, greedy)
-        checks.append(Check(name, f"sampling T={COLD:g} == greedy ({n} inputs)", same,
-                            f">= {MIN_AGREEMENT}", same >= MIN_AGREEMENT))
+        decisive = _margins(model, texts, greedy) >= DECISIVE * COLD
+        chosen = [t for t, d in zip(texts, decisive) if d]
+        cold = model.translate(chosen, temperature=COLD, seed=0, batch_size=256)
+        same = _share(cold, [g for g, d in zip(greedy, decisive) if d]) if chosen else 1.0
+        checks.append(Check(name, f"sampling T={COLD:g} == greedy ({len(chosen)} of {n} "
+                                  "inputs decisive)", same, "== 1.0", same == 1.0))
     return checks, found
+
+
+def _margins(model, texts: list[str], outputs: list[str]) -> np.ndarray:
+    """Per input, the smallest lead in log-probability of greedy's token over the
+    runner-up, over every step of its decode (the end token's step included)."""
+    vocab = model.vocabulary
+    seqs = [vocab.encode_target(o)[:vocab.max_output_length] for o in outputs]
+    state = model.encode(texts)
+    token = np.full(len(texts), vocab.start_id, dtype=np.int32)
+    margin = np.full(len(texts), np.inf)
+    for t in range(max(map(len, seqs))):
+        probs, state, _ = model.step(token, state)
+        top2 = np.sort(np.log(np.clip(probs, 1e-30, 1.0)), axis=1)[:, -2:]
+        live = np.array([t < len(s) for s in seqs])
+        margin = np.where(live, np.minimum(margin, top2[:, 1] - top2[:, 0]), margin)
+        token = np.array([s[t] if t < len(s) else vocab.end_id for s in seqs], dtype=np.int32)
+    return margin
 
 
 def _right(got: list[str], targets: list[list[str]]) -> float:
@@ -259,10 +291,12 @@ def fastest(timing_us: dict[str, float]) -> str:
 def table(checks: list[Check]) -> str:
     rows = [("variant", "check", "value", "bound", "result")]
     for c in checks:
-        share = c.what.startswith(("greedy", "batch 1", "exact match", "beam", "sampling"))
+        share = c.what.startswith(("greedy", "batch 1", "exact match", "sampling")) or (
+            c.what.startswith("beam") and "mean" not in c.what)
         value = f"{c.value:.2%}" if share else f"{c.value:.3g}"
-        result = "ok" if c.ok else ("FAIL" if c.fatal else "LOW AGREEMENT" if c.what.startswith(
-            "greedy") else "ACCURACY LOST")
+        result = "ok" if c.ok else "FAIL" if c.fatal else (
+            "LOW AGREEMENT" if c.what.startswith("greedy") else
+            "SEARCH ERRORS" if c.what.startswith("beam") else "ACCURACY LOST")
         rows.append((c.variant, c.what, value, c.bound, result))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows)

@@ -52,6 +52,24 @@ def test_quick_run_writes_all_outputs_with_plausible_figures(tiny_run, tiny_arti
         beam = serve[fmt]["beam"]
         assert beam["batch"] == 64 and beam["batched_sentences_per_s"] > 0
         assert f"{beam['batched_speedup']:.2f}x; target at least 3x" in report
+    # Quality against the held-out truth: greedy on every path, beam-4 on step loops;
+    # each row's figures are sacrebleu's on the same decodes.
+    import sacrebleu
+
+    import runtime
+    from export.pipeline import check_pairs
+
+    texts, targets = check_pairs(runtime.load_config(tiny_artifact).vocabulary,
+                                 tiny_run / "heldout.tsv", 20)
+    rows = {(r["path"], r["mode"]): r for r in result["quality"]}
+    assert {(p, "greedy") for p in paths} | {("onnx", "beam-4"), ("tflite", "beam-4")} == set(rows)
+    beam = runtime.load(tiny_artifact, greedy="step").translate(texts, beam_size=4)
+    want = sacrebleu.corpus_chrf(beam, [[t[0] for t in targets]]).score
+    assert rows[("onnx", "beam-4")]["chrf"] == round(want, 6) or abs(
+        rows[("onnx", "beam-4")]["chrf"] - want) < 1e-5
+    assert rows[("onnx", "beam-4")]["differ_from_greedy"] == sum(
+        b != g for b, g in zip(beam, runtime.load(tiny_artifact, greedy="step").translate(texts)))
+    assert "## Quality against the truth" in report and "onnx beam-4: exact match" in done.stdout
     for name in ("runtime-onnx", "runtime-tflite", "keras"):
         cold = result["cold_start"][name]
         assert cold["seconds"] > 0 and cold["peak_rss_mb"] > 0
