@@ -36,11 +36,24 @@ def load_keras_model(path: Path):
         raise ArtifactError(f"{path}: {legacy.SAVEDMODEL_HINT}")
     if not path.is_file():
         raise ArtifactError(f"{path}: model file not found")
+    if path.suffix == ".keras" and not _is_zip(path):
+        raise ArtifactError(f"{path}: not a Keras archive (a .keras file is a zip archive; "
+                            "this one is damaged, truncated or something else)")
     try:
         return legacy.load_model(path)  # Keras 2 (tf.keras) files adapted
     except Exception as e:  # Keras raises many types for a bad file
         raise ArtifactError(f"{path}: not a loadable Keras model: "
                             f"{str(e).splitlines()[0][:300]}") from None
+
+
+def _is_zip(path: Path) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
 
 
 def check_texts(vocab: Vocabulary, path: Path | None, limit: int, seed: int = 0) -> list[str]:

@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     if out.suffix.lower() != ".png":
         parser().error(f"--out must name a .png file, got {args.out!r}")
     targets = _targets(out, len(args.texts))
+    folders = [str(p) for p in targets if p.is_dir()]
+    if folders:
+        parser().error(f"{', '.join(folders)} is a directory; --out names a PNG file")
     existing = [str(p) for p in targets if p.exists()]
     if existing and not args.force:
         parser().error(f"{', '.join(existing)} exists; pass --force to replace")
@@ -53,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{amap.text!r}: wrote {path}")
     except Seq2SeqError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an unwritable place: say which file and why
+        print(f"error: cannot write {e.filename or args.out}: {e.strerror}", file=sys.stderr)
         return 2
     return 0
 

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .errors import Seq2SeqError
+from .errors import InputError, Seq2SeqError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -59,8 +59,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # Intermixed, so texts may come after options: DIR --backend tflite "text".
     args = parser().parse_intermixed_args(argv)
-    texts = args.texts or [line.rstrip("\r\n") for line in sys.stdin]
     try:
+        if not args.texts and (sys.stdin is None or sys.stdin.closed):
+            raise InputError("no texts: give them as arguments or one per line on "
+                             "standard input (which is closed)")
+        texts = args.texts or [line.rstrip("\r\n") for line in sys.stdin]
         from .model import load
 
         model = load(args.artifact, backend=args.backend, device=args.device,
@@ -79,7 +82,13 @@ def main(argv: list[str] | None = None) -> int:
                                   length_penalty=args.length_penalty, temperature=args.temperature, top_k=args.top_k,
                                   seed=args.seed, **policy)
     except Seq2SeqError as e:
-        print(f"error: {e}", file=sys.stderr)
+        hint = ""
+        if isinstance(e, InputError) and str(e).startswith("input ") and not args.texts:
+            hint = (f" (line {int(str(e).split()[1]) + 1} of standard input; "
+                    "--skip-unknown/--unk/--truncate relax the rules, and python -m "
+                    "runtime.corpus translates a file line by line, listing the lines "
+                    "it cannot translate)")
+        print(f"error: {e}{hint}", file=sys.stderr)
         return 2
     for text, output in zip(texts, outputs):
         if args.json:

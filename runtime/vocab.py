@@ -185,6 +185,8 @@ class Vocabulary:
         for row, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InputError(f"input {row} is {type(text).__name__}, not str")
+            if not text.strip():  # all padding, or nothing: no input to translate
+                raise InputError(f"input {row} is empty" + (" (only whitespace)" if text else ""))
             pieces = self.split_input(text)
             ids = [index.get(p, -1) if p != "" else -1 for p in pieces]
             if -1 in ids:

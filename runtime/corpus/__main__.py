@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             progress=None if args.quiet else _progress(sys.stderr),
             log=lambda *a, **k: print(*a, file=sys.stderr, **k))
     except Seq2SeqError as e:
-        print(f"\nerror: {e}", file=sys.stderr)
+        print(("\n" if not args.quiet and sys.stderr.isatty() else "") + f"error: {e}",
+              file=sys.stderr)
         return 2
     if not args.quiet and sys.stderr.isatty():
         print(file=sys.stderr)

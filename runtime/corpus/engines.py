@@ -71,8 +71,9 @@ def run_local(artifact: str, options: CorpusOptions, texts: list[str], plan: dic
                     on_done(done)
         except BrokenProcessPool:
             restarts += 1
-            for index in store.done():  # finished before the pool broke
-                pending.pop(index, None)
+            for index in list(pending):  # finished before the pool broke (written whole)
+                if store.path(index).exists():
+                    pending.pop(index)
             if restarts > MAX_RESTARTS:
                 raise EngineError(f"the local pool lost a worker {restarts} times; "
                                   f"{len(pending)} shard(s) left undone (rerun to resume)")

@@ -9,9 +9,10 @@ from pathlib import Path
 from ..errors import DataError, InputError
 from ..metadata import METADATA_FILE
 from .engines import ShardDone, run_local, run_ray
-from .shards import ShardStore, fingerprint
+from ..decoding import DecodeOptions
+from .shards import OutputLock, ShardStore, fingerprint
 from .sources import read_inputs
-from .work import CorpusOptions
+from .work import CorpusOptions, ShardTranslator
 
 ENGINES = ("local", "ray")
 
@@ -38,7 +39,8 @@ def translate_corpus(artifact: str | Path, source: str | Path, out: str | Path,
                      progress=None, log=print) -> Summary:
     """Translate every input of ``source`` into ``out`` (line i answers input i);
     lines that cannot be translated get an empty output and a row in
-    ``out.rejects.tsv``. Resumes a run killed part way."""
+    ``out.rejects.tsv``. Resumes a run killed part way. One run at a time per
+    ``out``: a second one is refused at once, ``force`` or not."""
     if engine not in ENGINES:
         raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
     if workers < 1 or shard_size < 1:
@@ -47,20 +49,39 @@ def translate_corpus(artifact: str | Path, source: str | Path, out: str | Path,
     meta = artifact / METADATA_FILE
     if not meta.is_file():
         raise DataError(f"{artifact}: not an artifact directory ({METADATA_FILE} missing)")
+    # Everything that can be refused is refused before any file is made: the model
+    # loads here once (a broken one fails now, not in every worker) with the options.
+    check_options(ShardTranslator(str(artifact), options))
     store = ShardStore(out)
-    if out.exists() and not store.dir.exists() and not force:
-        raise DataError(f"{out} exists (a finished run); pass --force to translate again")
-    texts = read_inputs(Path(source), column)
-    if not texts:
-        raise DataError(f"{source}: no inputs")
+    with OutputLock(out):
+        store.check_outputs(force)
+        texts = read_inputs(Path(source), column, log)
+        if not texts:
+            raise DataError(f"{source}: no inputs")
+        return _run(artifact, meta, texts, options, store, engine, workers, shard_size,
+                    address, force, progress, log)
+
+
+def check_options(translator: ShardTranslator) -> None:
+    o, vocab = translator.options, translator.model.vocabulary
+    DecodeOptions(o.beam_size, o.max_length).validate(vocab.max_output_length)
+    if o.unknown == "unk" and vocab.unknown_token is None:
+        raise InputError("--unk needs a vocabulary with an unknown token; this one has none "
+                         "(use --skip-unknown)")
+    if type(o.batch_size) is not int or o.batch_size < 1:
+        raise InputError(f"batch size must be a positive integer, got {o.batch_size!r}")
+
+
+def _run(artifact, meta, texts, options, store, engine, workers, shard_size, address,
+         force, progress, log) -> Summary:
     shards = (len(texts) + shard_size - 1) // shard_size
     manifest = {"inputs": len(texts), "fingerprint": fingerprint(texts),
                 "artifact": hashlib.sha256(meta.read_bytes()).hexdigest(),
                 "options": options.as_dict(), "shard_size": shard_size, "shards": shards}
     resumed = store.open(manifest, force)
-    done = store.done()
-    plan = {i: (i * shard_size, min(len(texts), (i + 1) * shard_size))
-            for i in range(shards) if i not in done}
+    lines = {i: (i * shard_size, min(len(texts), (i + 1) * shard_size)) for i in range(shards)}
+    done = store.done(lines, log) if resumed else set()
+    plan = {i: span for i, span in lines.items() if i not in done}
     summary = Summary(shards=shards, resumed_shards=len(done))
     if resumed:
         log(f"resuming: {len(done)} of {shards} shards already done", flush=True)

@@ -8,13 +8,18 @@ from pathlib import Path
 from ..errors import DataError
 
 
-def read_inputs(path: Path, column: str | None = None) -> list[str]:
+def read_inputs(path: Path, column: str | None = None, log=print) -> list[str]:
     """Every input, in order; line (or row) i of the output answers item i."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix == ".txt" and p.is_file())
+        entries = sorted(path.iterdir())
+        files = [p for p in entries if p.suffix == ".txt" and p.is_file()]
         if not files:
             raise DataError(f"{path}: a folder without .txt files")
+        skipped = [p.name + ("/" if p.is_dir() else "") for p in entries if p not in files]
+        if skipped:  # said, not silent: only the .txt files directly inside are read
+            log(f"{path}: reading {len(files)} .txt file(s); skipping "
+                + ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""), flush=True)
         return [line for f in files for line in _lines(f)]
     if not path.is_file():
         raise DataError(f"{path}: input not found")
@@ -44,11 +49,18 @@ def _csv_column(path: Path, column: str | None, delimiter: str) -> list[str]:
         raise DataError(f"{path}: name the column to translate with --column")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f, delimiter=delimiter)
+            # strict: an unterminated quote is an error, not the rest of the file
+            # swallowed into one field.
+            reader = csv.DictReader(f, delimiter=delimiter, strict=True)
             if column not in (reader.fieldnames or []):
                 raise DataError(f"{path}: no column {column!r} (columns: "
                                 f"{', '.join(reader.fieldnames or [])})")
-            return [row[column] or "" for row in reader]
+            rows = []
+            for row in reader:
+                if None in row:  # more fields than the header names
+                    raise DataError(f"{path}:{reader.line_num}: more fields than the header")
+                rows.append(row[column] or "")
+            return rows
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 ({e})") from None
     except csv.Error as e:
