@@ -44,6 +44,11 @@ class Check:
     fatal: bool = True  # a failed fatal check stops the export
 
 
+def _load(directory: Path, **options):
+    """The staging artifact, as an app would load it, before its proof has passed."""
+    return runtime.load(directory, unproven=True, **options)
+
+
 def _random_inputs(vocab, rng, batch: int = 8):
     ids = rng.integers(0, vocab.input_size + 1, size=(batch, vocab.max_input_length),
                        dtype=np.int32)
@@ -63,7 +68,7 @@ def _every_length(vocab, rng):
 def graph_checks(directory: Path, variant: tuple[str, str], reference: ReferenceDecoder,
                  texts: list[str], seed: int = 0) -> list[Check]:
     fmt, precision = variant
-    config = load_config(directory)
+    config = load_config(directory, unproven=True)
     graphs = {}
     for name in ("encoder", "decoder_step"):
         g = config.graph(fmt, precision, name)
@@ -121,7 +126,7 @@ def decode_checks(directory: Path, variants: list[tuple[str, str]],
     fp32_out: dict[str, list[str]] = {}
     outputs: dict[str, list[str]] = {}
     for fmt, precision in variants:
-        model = runtime.load(directory, backend=FILE_FORMATS[fmt], precision=precision,
+        model = _load(directory, backend=FILE_FORMATS[fmt], precision=precision,
                              file_format=fmt)
         out = model.translate(texts, batch_size=256)
         outputs[f"{fmt}/{precision}"] = out
@@ -182,7 +187,7 @@ def mode_checks(directory: Path, variants: list[tuple[str, str]], texts: list[st
         if precision != "fp32":
             continue
         name = f"{fmt}/{precision}"
-        model = runtime.load(directory, backend=FILE_FORMATS[fmt], precision=precision,
+        model = _load(directory, backend=FILE_FORMATS[fmt], precision=precision,
                              file_format=fmt, greedy="step")
         greedy = outputs[name]
         beam = model.translate(texts, beam_size=BEAM_WIDTH, batch_size=256)
@@ -258,8 +263,8 @@ def fused_checks(directory: Path, variants: list[tuple[str, str]], texts: list[s
     for fmt, precision in variants:
         name = f"{fmt}/{precision}"
         where = dict(backend=FILE_FORMATS[fmt], precision=precision, file_format=fmt)
-        step = runtime.load(directory, greedy="step", **where)
-        fused = runtime.load(directory, greedy="fused", **where)
+        step = _load(directory, greedy="step", **where)
+        fused = _load(directory, greedy="fused", **where)
         fused_out = fused.translate(texts, batch_size=256)
         checks.append(_strings_check(f"{name} fused", fmt, precision, fused_out, keras_out,
                                      fp32_out))

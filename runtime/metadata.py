@@ -154,8 +154,10 @@ def _safe_relative(directory: Path, name: object) -> str:
     return name
 
 
-def load_config(directory: str | Path) -> ArtifactConfig:
-    """Read and validate ``artifact.json``; raise ArtifactError naming what is wrong."""
+def load_config(directory: str | Path, unproven: bool = False) -> ArtifactConfig:
+    """Read and validate ``artifact.json``; raise ArtifactError naming what is wrong.
+    An artifact whose export stopped before its parity proof passed is refused;
+    ``unproven=True`` is for export itself, which loads it to run that proof."""
     directory = Path(directory)
     meta = directory / METADATA_FILE
     if not directory.is_dir():
@@ -171,6 +173,10 @@ def load_config(directory: str | Path) -> ArtifactConfig:
         raise ArtifactError(f"{meta}: corrupt metadata (nested too deeply)") from None
     if not isinstance(d, dict) or d.get("format") != ARTIFACT_FORMAT:
         raise ArtifactError(f"{meta}: not a {ARTIFACT_FORMAT} metadata file")
+    parity = d.get("parity")
+    if not unproven and isinstance(parity, dict) and parity.get("passed") is False:
+        raise ArtifactError(f"{meta}: its export did not finish proving parity (parity."
+                            "passed is false: killed or failed part way); re-export it")
     if d.get("version") not in READABLE_VERSIONS:
         raise ArtifactError(f"{meta}: artifact version {d.get('version')!r}, but this runtime "
                             f"reads versions {', '.join(map(str, READABLE_VERSIONS))}; "

@@ -171,7 +171,8 @@ class Seq2SeqModel:
 
 def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",
          threads: int = 1, precision: str = "fp32", verify: bool = True,
-         greedy: str = "auto", file_format: str | None = None) -> Seq2SeqModel:
+         greedy: str = "auto", file_format: str | None = None, *,
+         unproven: bool = False) -> Seq2SeqModel:
     """Load an artifact written by ``python -m export``.
 
     ``backend``: "onnx" (ONNX Runtime) or "tflite" (LiteRT); ``device``: "cpu" or
@@ -183,7 +184,8 @@ def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",
     greedy decoding as one call of the fused graph, "step" as a Python loop over
     the step graph, "auto" takes whichever export measured as faster for this
     backend (the step loop where the artifact has no fused graph). Beam search,
-    sampling and streaming always use the step loop.
+    sampling and streaming always use the step loop. ``unproven=True`` loads an
+    artifact whose parity proof has not passed (export's own checks use it).
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -200,7 +202,7 @@ def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",
     if FILE_FORMATS.get(fmt) != backend:
         raise InputError(f"file_format {fmt!r} does not run on the {backend} backend; "
                          "onnx runs onnx or ort files, tflite runs tflite files")
-    config = load_config(directory)
+    config = load_config(directory, unproven)
     has_fused = config.has_graph(fmt, precision, "greedy")
     if greedy == "fused" and not has_fused:
         raise ArtifactError(f"{config.directory}: no fused {fmt} {precision} greedy "

@@ -6,7 +6,11 @@ tests survive is a hollow spot in the suite.
     python tests/mutants.py --list     # names only
     python tests/mutants.py parity-atol sampling-argmax
 
-Exit code: 0 when every mutation is caught, 1 otherwise. Not part of CI (slow).
+Each mutation's tests first run on the unmutated tree (the baseline); a failure
+there stops the run, since a failing test would "catch" every mutant.
+
+Exit code: 0 when every mutation is caught, 1 otherwise, 2 when the baseline or a
+mutation's text is wrong. Not part of CI (slow).
 """
 from __future__ import annotations
 
@@ -150,8 +154,28 @@ MUTANTS = (
            "    if found != want:", "    if found != found:",
            ("tests/test_reliability.py", "-k", "edited_metadata")),
     Mutant("corpus-resume-redoes-everything", "runtime/corpus/run.py",
-           "    done = store.done()", "    done = set()",
+           "done = store.done(lines, log) if resumed else set()", "done = set()",
            ("tests/test_corpus.py", "-k", "killed_run_resumes")),
+    Mutant("multiworker-applies-no-gradients", "train/multiworker.py",
+           "        optimizer.apply_gradients(zip(grads, model.trainable_variables))\n",
+           "", ("tests/test_multiworker.py", "-k", "applies_its_gradients")),
+    Mutant("corpus-force-ignored", "runtime/corpus/run.py", "store.check_outputs(force)",
+           "store.check_outputs(False)", ("tests/test_corpus.py", "-k", "options_reach")),
+    Mutant("tsv-read-as-csv", "runtime/corpus/sources.py",
+           '"\\t" if suffix == ".tsv" else ","', '","',
+           ("tests/test_corpus.py", "-k", "options_reach")),
+    Mutant("corpus-lock-shared", "runtime/corpus/shards.py",
+           "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+           "fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)",
+           ("tests/test_hostile.py", "-k", "second_run")),
+    Mutant("litert-pool-loses-failed-interpreter", "runtime/backends/litert.py",
+           "        try:\n            return worker(*arrays)\n        finally:\n"
+           "            self._free.put(worker)",
+           "        result = worker(*arrays)\n        self._free.put(worker)\n"
+           "        return result", ("tests/test_reliability.py", "-k", "back_to_the_pool")),
+    Mutant("parity-passed-before-the-checks", "export/pipeline.py",
+           '"parity": {"passed": False},  # until the checks below pass',
+           '"parity": {"passed": True},', ("tests/test_export.py", "-k", "first_written")),
     Mutant("multiworker-peer-loss-unreported", "train/multiworker.py",
            "        raise TrainingError(f\"lost contact with another worker",
            "        raise RuntimeError(f\"lost contact with another worker",
@@ -183,9 +207,29 @@ def _env(tree: Path) -> dict:
     return {**os.environ, "PYTHONPATH": str(tree), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
+def _baseline(tmp: str, mutants: list[Mutant], timeout: int) -> bool:
+    """The targets must pass on the unmutated tree first: a broken or flaky test, a
+    collection error or a timeout would otherwise "catch" every mutant."""
+    tree = Path(tmp) / "unmutated"
+    _copy_tree(tree)
+    ok = True
+    for tests in dict.fromkeys(m.tests for m in mutants):
+        code, seconds = _pytest(tree, tests, timeout)
+        if code != 0:
+            print(f"baseline: {' '.join(tests)} fails without any mutation (pytest exit "
+                  f"{code}); fix it first", flush=True)
+            ok = False
+    shutil.rmtree(tree)
+    return ok
+
+
 def run(mutants: list[Mutant], timeout: int) -> int:
     caught = 0
     with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
+        if not _baseline(tmp, mutants, timeout):
+            return 2
+        print(f"baseline: the targets of {len(mutants)} mutation(s) pass unmutated",
+              flush=True)
         for m in mutants:
             tree = Path(tmp) / m.name
             _copy_tree(tree)

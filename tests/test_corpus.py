@@ -174,3 +174,71 @@ def test_the_core_runtime_never_imports_ray(tiny_artifact, heldout):
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_options_reach_every_line(tiny_artifact, quantized_artifact, heldout, tmp_path):
+    """--skip-unknown, --truncate, --max-length, --beam, the tflite backend, int8,
+    TSV and Parquet inputs and --force each give what translate() gives with the
+    same options."""
+    lines = heldout[:12] + [heldout[0] + "€", heldout[1] * 30]
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cases = [
+        (tiny_artifact, ["--skip-unknown", "--truncate"],
+         dict(unknown="skip", too_long="truncate")),
+        (tiny_artifact, ["--skip-unknown", "--truncate", "--max-length", "4", "--beam", "2"],
+         dict(unknown="skip", too_long="truncate", max_length=4, beam_size=2)),
+        (quantized_artifact, ["--skip-unknown", "--truncate", "--backend", "tflite",
+                              "--precision", "int8"],
+         dict(unknown="skip", too_long="truncate")),
+    ]
+    out = tmp_path / "out.txt"
+    for art, flags, kw in cases:  # the same OUT each time: --force replaces it
+        done = run_module("runtime.corpus", str(art), str(src), "--out", str(out), "--force",
+                          "--quiet", *flags)
+        assert done.returncode == 0, done.stderr[-2000:]
+        backend = "tflite" if "tflite" in flags else "onnx"
+        precision = "int8" if "int8" in flags else "fp32"
+        model = runtime.load(art, backend=backend, precision=precision)
+        beam = kw.pop("beam_size", 1)
+        assert out.read_text().split("\n")[:-1] == model.translate(lines, beam, **kw), flags
+    # Columns of TSV and Parquet files.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in.tsv").write_text("id\ttext\n" + "".join(
+        f"{i}\t{t}\n" for i, t in enumerate(heldout[:6])), encoding="utf-8")
+    pq.write_table(pa.table({"text": heldout[:6], "n": list(range(6))}), tmp_path / "in.parquet")
+    want = runtime.load(tiny_artifact).translate(heldout[:6])
+    for name in ("in.tsv", "in.parquet"):
+        target = tmp_path / f"{name}.out"
+        done = run_module("runtime.corpus", str(tiny_artifact), str(tmp_path / name),
+                          "--column", "text", "--out", str(target), "--quiet")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert target.read_text().split("\n")[:-1] == want, name
+
+
+def test_a_pool_that_keeps_losing_workers_gives_up_clearly(tiny_artifact, corpus, tmp_path):
+    """Every pool worker killed as soon as it appears: after the restart limit the
+    run stops with a clear error, keeping the finished shards for a resume."""
+    from runtime.corpus.engines import MAX_RESTARTS
+
+    path, _ = corpus
+    proc = _start([str(tiny_artifact), str(path), "--out", str(tmp_path / "out.txt"),
+                   "--shard-size", "100", "--batch-size", "1"])
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        for c in children:
+            try:
+                if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes():
+                    os.kill(int(c), signal.SIGKILL)
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+        time.sleep(0.05)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2, stderr[-2000:]
+    assert f"lost a worker {MAX_RESTARTS + 1} times" in stderr and "Traceback" not in stderr
+    assert f"restarting the pool ({MAX_RESTARTS} of {MAX_RESTARTS})" in stderr
+    assert not (tmp_path / "out.txt").exists() and not (tmp_path / "out.txt.lock").exists()

@@ -298,6 +298,30 @@ def test_killed_export_leaves_previous_artifact_intact(tiny_run, tiny_artifact, 
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def test_export_killed_after_its_metadata_is_first_written_leaves_nothing_that_loads(
+        tiny_run, tmp_path):
+    """SIGKILL once artifact.json (``passed: false``) is in the staging folder, while
+    parity is being checked: no artifact appears at --out, and what is left loads
+    nowhere as a verified artifact."""
+    out = tmp_path / "art"
+    proc = signal_part_way(["export", str(tiny_run / "model.keras"), "--out", str(out),
+                            "--formats", "onnx"], tmp_path, ".art.partial-*/artifact.json",
+                           signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not out.exists()
+    partials = list(tmp_path.glob(".art.partial-*"))
+    assert partials and all(read_json(p / "artifact.json")["parity"]["passed"] is False
+                            for p in partials)
+    import runtime
+
+    for partial in partials:
+        with pytest.raises(runtime.ArtifactError, match="parity"):
+            runtime.load(partial)
+    done = run_module("export", str(tiny_run / "model.keras"), "--out", str(out),
+                      "--formats", "onnx")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_keras_io_vocabulary_helper(tmp_path):
     data = tmp_path / "fra.txt"
     data.write_text("Go on.\tVa !\tCC-BY\nHi.\tSalut !\tCC-BY\nRun!\tCours\u202f!\tCC-BY\n"

@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -265,3 +266,45 @@ def test_edited_metadata_is_refused_by_the_digest_inside_each_model_file(
                 result = load_in_subprocess(art, backend, verify, heldout[0])
                 assert not result["ok"] and result["type"] == "ArtifactError", (label, result)
                 assert "does not match this model file" in result["message"], label
+
+
+def test_a_model_file_without_its_digest_is_refused(tiny_artifact, heldout, tmp_path):
+    """A version-3 artifact whose ONNX encoder lost its contract digest (the file
+    rewritten without it, and artifact.json's hash updated to match) is refused:
+    the digest is required, not optional."""
+    import onnx
+
+    from runtime.metadata import sha256_file
+
+    art = tmp_path / "stripped"
+    shutil.copytree(tiny_artifact, art)
+    model = onnx.load(art / "encoder.onnx")
+    kept = [p for p in model.metadata_props if p.key != "seq2seq.contract_sha256"]
+    assert len(kept) < len(model.metadata_props)
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, art / "encoder.onnx")
+    meta = read_json(art / "artifact.json")
+    for g in meta["graphs"]:
+        if g["file"] == "encoder.onnx":
+            g["sha256"], g["bytes"] = sha256_file(art / "encoder.onnx"), (
+                art / "encoder.onnx").stat().st_size
+    (art / "artifact.json").write_text(json.dumps(meta), encoding="utf-8")
+    result = load_in_subprocess(art, "onnx", True, heldout[0])
+    assert not result["ok"] and result["type"] == "ArtifactError", result
+    assert "carries no contract digest" in result["message"]
+
+
+def test_a_litert_interpreter_that_fails_mid_call_goes_back_to_the_pool(tiny_artifact,
+                                                                        heldout):
+    """An interpreter that raises inside a call (here: the real interpreter refuses a
+    float token) is returned to the pool, and the next call works."""
+    model = runtime.load(tiny_artifact, backend="tflite", greedy="step")
+    want = model.translate(heldout[:3])
+    graph = model.backend._step
+    state = model.encode(heldout[:1])
+    for _ in range(3):
+        with pytest.raises(Exception):
+            graph(np.array([1.5], dtype=np.float32), *state)
+    assert graph.size == 1 and graph._free.qsize() == 1
+    assert model.translate(heldout[:3]) == want

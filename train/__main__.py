@@ -222,6 +222,10 @@ def _run(args, out: Path, role, data, distribution, fit, outdir, quality) -> int
             history, interrupted = fit.fit(model, train_arrays, val_arrays, staging, config)
         seconds = time.monotonic() - started
         model_path = staging / fit.MODEL_FILE
+        digest = None
+        if args.strategy == "multiworker":  # every worker must end with the same weights
+            digest = multiworker.weights_digest(model)
+            print(f"{role.name}: final weights sha256 {digest}", flush=True)
         if not role.chief:
             outdir.discard(staging)
             print(f"{role.name}: training done; the chief writes the results")
@@ -252,7 +256,8 @@ def _run(args, out: Path, role, data, distribution, fit, outdir, quality) -> int
             "epochs_run": len(history.epochs), "seconds": round(seconds, 1),
             "interrupted": interrupted, "parameters": int(best.count_params()),
             "distribution": {"strategy": type(strategy).__name__,
-                             "replicas": int(strategy.num_replicas_in_sync)},
+                             "replicas": int(strategy.num_replicas_in_sync),
+                             **({"weights_sha256": digest} if digest else {})},
             "held_out_exact_match": accuracy,
             # Greedy decodes of the held-out inputs (Keras reference decoder).
             "held_out_quality": judged.as_dict(),

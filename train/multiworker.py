@@ -23,6 +23,17 @@ from .errors import TrainingError
 from .fit import HISTORY_FILE, MODEL_FILE, AtomicCheckpoint, FitConfig, HistoryFile
 
 
+def weights_digest(model: keras.Model) -> str:
+    """sha256 of every weight's bytes, in order: workers that trained in step print
+    the same one."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
 def _dataset(arrays, batch: int, shuffle: bool, drop_remainder: bool):
     x_enc, x_dec, y, w = arrays
     data = tf.data.Dataset.from_tensor_slices(((x_enc, x_dec), y, w))
