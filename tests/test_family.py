@@ -425,3 +425,11 @@ def test_word_level_model_tokenised_by_text_vectorization(tmp_path):
     done = run_module("runtime", str(tmp_path / "art"), "go zebra", "--unk", "--greedy", "step")
     want = runtime.load(tmp_path / "art", greedy="step").translate(["go zebra"], unknown="unk")
     assert done.returncode == 0 and done.stdout.splitlines() == want
+    # The corpus tool's --unk, line by line.
+    lines = ["go zebra", "hi", "who is it zebra"]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    done = run_module("runtime.corpus", str(tmp_path / "art"), str(tmp_path / "in.txt"),
+                      "--out", str(tmp_path / "out.txt"), "--unk", "--quiet")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out.txt").read_text().split("\n")[:-1] == runtime.load(
+        tmp_path / "art").translate(lines, unknown="unk")
