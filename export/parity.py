@@ -60,9 +60,11 @@ def _random_inputs(vocab, rng, batch: int = 8):
 def _every_length(vocab, rng):
     """One input of each length from 1 to the maximum, padded by the vocabulary's
     rule: a masked or fixed-length encoder must give Keras's state for each."""
-    tokens, glue = vocab.text_tokens(), vocab.input_separator
-    texts = [glue.join(rng.choice(tokens, size=n)) for n in range(1, vocab.max_input_length + 1)]
-    return vocab.encode_inputs(texts)
+    def pick(tokens):
+        return tokens[int(rng.integers(len(tokens)))]
+
+    return vocab.encode_inputs([vocab.sample_text(pick, n)
+                                for n in range(1, vocab.max_input_length + 1)])
 
 
 def graph_checks(directory: Path, variant: tuple[str, str], reference: ReferenceDecoder,

@@ -69,9 +69,8 @@ def check_pairs(vocab: Vocabulary, path: Path | None, limit: int, seed: int = 0
     file: random strings and no targets."""
     if path is None:
         rng = random.Random(seed)
-        tokens, glue = vocab.text_tokens(), vocab.input_separator
-        return [glue.join(rng.choice(tokens) for _ in range(rng.randint(
-            1, vocab.max_input_length))) for _ in range(min(limit, 64))], None
+        return [vocab.sample_text(rng.choice, rng.randint(1, vocab.max_input_length))
+                for _ in range(min(limit, 64))], None
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:

@@ -243,6 +243,14 @@ class Vocabulary:
                 if t and t not in (self.padding.token, self.unknown_token)
                 and self.split_input(t) == [t]]
 
+    def sample_text(self, pick, length: int) -> str:
+        """A text of ``length`` input tokens, each drawn by ``pick(tokens)``, that
+        encodes to them: its first token is not whitespace, since a text of only
+        whitespace is empty."""
+        tokens = self.text_tokens()
+        first = pick([t for t in tokens if t.strip()])
+        return self.input_separator.join([first] + [pick(tokens) for _ in range(length - 1)])
+
     @property
     def separator(self) -> str:
         """What joins decoded tokens: nothing for characters, a space for words."""

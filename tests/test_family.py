@@ -133,7 +133,7 @@ def test_encoder_gives_keras_state_for_every_length(variant):
     reference = _reference(run_dir)
     vocab = reference.vocab
     rng = np.random.default_rng(0)
-    texts = [vocab.input_separator.join(rng.choice(vocab.text_tokens(), size=n))
+    texts = [vocab.sample_text(lambda ts: ts[int(rng.integers(len(ts)))], n)
              for n in range(1, vocab.max_input_length + 1)]
     ids = vocab.encode_inputs(texts)
     want = reference.encode(ids)
