@@ -266,8 +266,11 @@ def test_runtime_extra_alone_in_a_fresh_venv_decodes(tiny_artifact, heldout, tmp
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = str(env_dir / "bin" / "python")
+    # Without PYTHONPATH (the mutation runner sets it to its tree): the installed
+    # package must be the one imported.
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run([py, "-m", "pip", "install", "--quiet", f"{src}[runtime]"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=clean)
     assert done.returncode == 0, done.stderr[-3000:]
     code = ("import json, sys, importlib.util as u; import runtime; "
             "m = runtime.load(sys.argv[1], greedy='step'); "
@@ -277,7 +280,7 @@ def test_runtime_extra_alone_in_a_fresh_venv_decodes(tiny_artifact, heldout, tmp
             "if u.find_spec(p) is None]}))")
     texts = heldout[:5]
     done = subprocess.run([py, "-c", code, str(tiny_artifact), json.dumps(texts)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=clean)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert str(env_dir) in result["file"]  # the installed package, not the checkout
