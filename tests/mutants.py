@@ -2,7 +2,7 @@
 a copy of the source tree, with the tests that should catch it. A mutation the
 tests survive is a hollow spot in the suite.
 
-    make mutants                       # every mutation (about 5 minutes on 2 cores)
+    make mutants                       # every mutation (about 30 minutes on 2 cores)
     python tests/mutants.py --list     # names only
     python tests/mutants.py parity-atol sampling-argmax
 
