@@ -58,7 +58,7 @@ def test_a_second_run_on_the_same_output_is_refused_at_once(tiny_artifact, sourc
     _refused(second, f"another run (pid {first.pid}) is writing this output")
     stdout, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr[-2000:]
-    assert _lines(out) == runtime.load(tiny_artifact).translate(lines, beam_size=3)
+    assert _lines(out) == runtime.load(tiny_artifact, greedy="step").translate(lines, beam_size=3)
     assert not (tmp_path / "out.txt.parts").exists()
     assert not (tmp_path / "out.txt.lock").exists()
 
@@ -75,7 +75,7 @@ def test_two_runs_started_together_never_mix_or_lose_lines(tiny_artifact, source
     for code, stderr in results:
         if code == 2:
             assert "is writing this output" in stderr and "Traceback" not in stderr
-    assert _lines(out) == runtime.load(tiny_artifact).translate(lines)
+    assert _lines(out) == runtime.load(tiny_artifact, greedy="step").translate(lines)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt", "out.txt.rejects.tsv"]
 
 
@@ -119,7 +119,7 @@ def test_a_damaged_shard_is_translated_again(tiny_artifact, source, lines, tmp_p
     done = _corpus(*args, "--quiet")
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"{shard}: damaged; translating its lines again" in done.stderr
-    assert _lines(out) == runtime.load(tiny_artifact).translate(lines, beam_size=3)
+    assert _lines(out) == runtime.load(tiny_artifact, greedy="step").translate(lines, beam_size=3)
 
 
 def test_a_damaged_manifest_is_refused_until_force(tiny_artifact, source, lines, tmp_path):
@@ -129,7 +129,7 @@ def test_a_damaged_manifest_is_refused_until_force(tiny_artifact, source, lines,
     args = [tiny_artifact, source, "--out", tmp_path / "out.txt", "--quiet"]
     _refused(_corpus(*args), "manifest.json: damaged")
     assert _corpus(*args, "--force").returncode == 0
-    assert _lines(tmp_path / "out.txt") == runtime.load(tiny_artifact).translate(lines)
+    assert _lines(tmp_path / "out.txt") == runtime.load(tiny_artifact, greedy="step").translate(lines)
 
 
 def _broken_artifacts(tiny_artifact, root: Path):
@@ -172,7 +172,7 @@ def test_bad_options_leave_nothing_that_blocks_the_corrected_rerun(tiny_artifact
         _refused(_corpus(tiny_artifact, source, "--out", out, "--quiet", *bad), message)
         assert list(tmp_path.iterdir()) == []
     assert _corpus(tiny_artifact, source, "--out", out, "--quiet").returncode == 0
-    assert _lines(out) == runtime.load(tiny_artifact).translate(lines)
+    assert _lines(out) == runtime.load(tiny_artifact, greedy="step").translate(lines)
 
 
 def test_csv_quoting_and_rejects_stay_one_line_each(tiny_artifact, heldout, tmp_path):
