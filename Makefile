@@ -58,7 +58,7 @@ web-check: setup web-setup
 
 # Decode a small artifact on emulated ARM64 (qemu user mode, aarch64 wheels) and
 # compare every string with x86's; the root and wheels are cached in .cache/arm64.
-arm64-check: setup
+arm64-check: setup web-setup
 	bash checks/arm64.sh
 
 # Hand-written mutations, each applied to a copy of the tree: the suite must catch

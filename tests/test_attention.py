@@ -3,6 +3,7 @@
 attention maps equal to Keras's weights, and a hand-written tutorial model."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -10,37 +11,35 @@ import numpy as np
 import pytest
 
 import runtime
-from conftest import ROOT, read_json, run_module
+from conftest import ATTENTION, ATTENTION_SMALL, ROOT, read_json, replay_in_node, run_module
 from runtime.errors import InputError
 
 QUIET = dict(log=lambda *a, **k: None)
-SMALL = ["--builtin", "numbers", "--samples", "700", "--epochs", "2", "--latent-dim", "24",
-         "--batch-size", "32", "--test-size", "30", "--seed", "2", "--quiet"]
-# Luong over a one-hot unmasked encoder (attends to padding too); Bahdanau over a
-# masked bidirectional Embedding encoder (padding gets exactly zero weight).
-KINDS = {"luong": ["--attention", "luong"],
-         "bahdanau": ["--attention", "bahdanau", "--embedding-dim", "8", "--mask",
-                      "--bidirectional", "--padding", "right"]}
+SMALL = ATTENTION_SMALL
+KINDS = ATTENTION
 PATHS = [(b, g) for b in ("onnx", "tflite") for g in ("step", "fused")]
 
 
 @pytest.fixture(scope="module", params=list(KINDS))
-def trained(request, tmp_path_factory):
+def trained(request, attention):
     """(run directory, artifact, Keras reference) of a trained attention model."""
     import keras
 
-    from export.pipeline import check_texts, export_artifact
     from runtime.vocab import Vocabulary
-    from train.__main__ import main
     from train.reference import ReferenceDecoder
 
-    run = tmp_path_factory.mktemp("attention") / request.param
-    assert main([*SMALL, *KINDS[request.param], "--out", str(run)]) == 0
-    vocab = Vocabulary.load(run / "vocab.json")
-    texts = check_texts(vocab, run / "heldout.tsv", 30)
-    export_artifact(run / "model.keras", vocab, run / "artifact", texts=texts, **QUIET)
-    reference = ReferenceDecoder(keras.models.load_model(run / "model.keras"), vocab)
+    run, _, _ = attention(request.param)
+    reference = ReferenceDecoder(keras.models.load_model(run / "model.keras"),
+                                 Vocabulary.load(run / "vocab.json"))
     return run, run / "artifact", reference
+
+
+def test_attention_decodes_in_javascript_as_in_python(trained, tmp_path):
+    """Node replays the Python runtime's golden cases, the attention maps among them
+    (weights within 1e-5, the same input and output tokens)."""
+    run, art, _ = trained
+    summary = replay_in_node(art, _heldout(run), tmp_path / "cases.json")
+    assert json.loads((tmp_path / "cases.json").read_text())["attention"], summary
 
 
 def _heldout(run: Path) -> list[str]:

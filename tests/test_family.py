@@ -6,45 +6,24 @@ import numpy as np
 import pytest
 
 import runtime
-from conftest import TINY_TRAIN, read_json, run_module
+from conftest import FAMILY, TINY_TRAIN, read_json, replay_in_node, run_module
 from runtime.vocab import InputPadding, Vocabulary
 
 QUIET = dict(log=lambda *a, **k: None)
 PATHS = [(b, g) for b in ("onnx", "tflite") for g in ("step", "fused")]
 
-VARIANTS = {
-    "gru": ["--cell", "gru"],
-    "embedding-mask-right-padding": ["--embedding-dim", "8", "--mask", "--padding", "right"],
-    "bidirectional-gru-embedding": ["--cell", "gru", "--bidirectional", "--embedding-dim", "8"],
-    "stacked-bidirectional-lstm-mask": ["--layers", "2", "--bidirectional",
-                                        "--embedding-dim", "8", "--mask"],
-    "stacked-gru": ["--cell", "gru", "--layers", "2"],
-    "word-inputs": ["--unit", "word", "--embedding-dim", "8", "--mask"],
-    "deep-encoder-last-state": ["--layers", "2", "--handoff", "last"],
-    "gru-reset-before-logits": ["--cell", "gru", "--no-reset-after", "--logits"],
-}
+VARIANTS = FAMILY
 STATE = {"gru": ["h0"], "embedding-mask-right-padding": ["h0", "c0"],
          "bidirectional-gru-embedding": ["h0"],
          "stacked-bidirectional-lstm-mask": ["h0", "c0", "h1", "c1"],
-         "stacked-gru": ["h0", "h1"], "word-inputs": ["h0", "c0"],
+         "stacked-gru": ["h0", "h1"], "word-inputs": ["h0", "c0"], "word-outputs": ["h0", "c0"],
          "deep-encoder-last-state": ["h0", "c0"], "gru-reset-before-logits": ["h0"]}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
-def variant(request, tmp_path_factory):
+def variant(request, family):
     """A tiny model of each variant, trained by ``python -m train`` and exported."""
-    from export.pipeline import check_texts, export_artifact
-    from train.__main__ import main
-
-    out = tmp_path_factory.mktemp(request.param) / "run"
-    # Parity does not depend on what the weights learned: a short fit keeps it quick.
-    assert main([*TINY_TRAIN, "--samples", "400", "--epochs", "1", *VARIANTS[request.param],
-                 "--out", str(out)]) == 0
-    vocab = Vocabulary.load(out / "vocab.json")
-    texts = check_texts(vocab, out / "heldout.tsv", 40)
-    result = export_artifact(out / "model.keras", vocab, out / "artifact", texts=texts,
-                             **QUIET)
-    return request.param, out, result, texts
+    return (request.param, *family(request.param))
 
 
 def _reference(run_dir):
@@ -124,6 +103,14 @@ def test_variant_decodes_as_keras_in_every_mode(variant):
     assert model.translate(texts[:6], beam_size=3) == onnx.translate(texts[:6], beam_size=3)
     sampled = model.translate(texts[:6], temperature=1.0, top_k=3, seed=5)
     assert sampled == onnx.translate(texts[:6], temperature=1.0, top_k=3, seed=5)
+
+
+def test_variant_decodes_in_javascript_as_in_python(variant, tmp_path):
+    """Node replays the Python runtime's golden cases for every family member:
+    token ids under each policy, greedy on both paths, beam at several widths and
+    length penalties, scores, n-best heads and the refusals."""
+    _, run_dir, _, texts = variant
+    replay_in_node(run_dir / "artifact", texts, tmp_path / "cases.json")
 
 
 def test_encoder_gives_keras_state_for_every_length(variant):

@@ -4,13 +4,14 @@ exactly as the Python runtime does."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
 import pytest
 
 import runtime
-from conftest import ROOT
+from conftest import ROOT, need_node, replay_in_node, run_module
 
 WEB = ROOT / "web"
 MODULES = WEB / "node_modules"
@@ -34,10 +35,12 @@ def texts(tiny_artifact, heldout) -> list[str]:
 
 
 def _need_node():
-    if shutil.which("node") is None:
-        pytest.skip("Node.js not found (the JavaScript runtime's Node test needs it)")
-    if not (MODULES / "onnxruntime-node").is_dir():
-        pytest.skip("web/node_modules missing: run `make web-setup` (npm install --ignore-scripts)")
+    need_node()
+
+
+def _node(*args: str, stdin: str | None = None, timeout: int = 120):
+    return subprocess.run(["node", str(WEB / "node_decode.mjs"), *args], input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("greedy, beam", [("step", 1), ("fused", 1), ("step", 3)])
@@ -45,29 +48,27 @@ def test_node_decodes_as_python(tiny_artifact, texts, tmp_path, greedy, beam):
     _need_node()
     lines = tmp_path / "texts.txt"
     lines.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    done = subprocess.run(["node", str(WEB / "node_decode.mjs"), str(tiny_artifact), str(lines),
-                           "--greedy", greedy, "--beam", str(beam)], capture_output=True,
-                          text=True, timeout=120)
+    done = _node(str(tiny_artifact), str(lines), "--greedy", greedy, "--beam", str(beam),
+                 "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     want = runtime.load(tiny_artifact, greedy=greedy).translate(texts, beam_size=beam)
-    assert json.loads(done.stdout) == want
+    assert [json.loads(ln) for ln in done.stdout.splitlines()] == [
+        {"input": t, "output": w} for t, w in zip(texts, want)]
 
 
 def test_node_errors_are_clear(tiny_artifact, tmp_path):
     _need_node()
     (tmp_path / "bad.txt").write_text("abc€\n", encoding="utf-8")
-    done = subprocess.run(["node", str(WEB / "node_decode.mjs"), str(tiny_artifact),
-                           str(tmp_path / "bad.txt")], capture_output=True, text=True,
-                          timeout=60)
+    done = _node(str(tiny_artifact), str(tmp_path / "bad.txt"))
     assert done.returncode == 2 and "outside the vocabulary: '€'" in done.stderr
+    assert "line 1 of" in done.stderr
     art = tmp_path / "art"
     shutil.copytree(tiny_artifact, art)
     data = bytearray((art / "decoder_step.onnx").read_bytes())
     data[-10] ^= 0xFF
     (art / "decoder_step.onnx").write_bytes(bytes(data))
     (tmp_path / "ok.txt").write_text("1 mai 2000\n", encoding="utf-8")
-    done = subprocess.run(["node", str(WEB / "node_decode.mjs"), str(art),
-                           str(tmp_path / "ok.txt")], capture_output=True, text=True, timeout=60)
+    done = _node(str(art), str(tmp_path / "ok.txt"))
     assert done.returncode == 2 and "decoder_step.onnx: sha256 differs" in done.stderr
     # artifact.json edited after export (hashes intact): the digest inside each model
     # file, recomputed in JavaScript as Python computes it, refuses it.
@@ -76,47 +77,114 @@ def test_node_errors_are_clear(tiny_artifact, tmp_path):
     meta = json.loads((edited / "artifact.json").read_text(encoding="utf-8"))
     meta["vocabulary"]["target_tokens"] = meta["vocabulary"]["target_tokens"][::-1]
     (edited / "artifact.json").write_text(json.dumps(meta), encoding="utf-8")
-    done = subprocess.run(["node", str(WEB / "node_decode.mjs"), str(edited),
-                           str(tmp_path / "ok.txt")], capture_output=True, text=True, timeout=60)
+    done = _node(str(edited), str(tmp_path / "ok.txt"))
     assert done.returncode == 2 and "does not match this model file" in done.stderr
 
 
-def test_browser_demo_page_decodes_as_python(tiny_artifact, texts, tmp_path):
-    """Headless Chromium, the demo page served from 127.0.0.1: the page's runtime
-    decodes 120 inputs as Python does (greedy, and beam-3 on 20); typing shows the
-    output and its time; an unknown character shows an error. A screenshot is kept."""
+REPLAY = ("const done = arguments[arguments.length - 1];"
+          "window.seq2seqReplay(arguments[0], arguments[1])"
+          ".then(done, (e) => done({failures: ['error: ' + e.message], strings: 0}));")
+
+
+def test_browser_demo_page_decodes_the_family_as_python(tiny_artifact, texts, family, learned,
+                                                        tmp_path):
+    """Headless Chromium, the demo page served from 127.0.0.1, onnxruntime-web (WASM):
+    - the page's runtime decodes 120 inputs as Python does (greedy, and beam-3 on 20);
+    - it replays the golden cases of the character LSTM, a word-level model (with
+      standardisation and [UNK]) and an attention model (maps included);
+    - typing shows the output and its time, an unknown character an error;
+    - on the attention model with beam 4 chosen, the n-best list is Python's beam
+      answer first and the attention map is drawn (the screenshot in the README);
+    - an artifact opened from the user's files (the file picker) decodes too."""
     from benchmarks import browser as web
+    from checks.golden import write_cases
 
     reason = web.missing()
     if reason:
         pytest.skip(reason)
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
+    words_run, _, words_texts = family("word-inputs")
+    attention_art, attention_pairs = learned("attention")
+    others = {"words": words_run / "artifact", "attention": attention_art}
+    cases = {"artifact": write_cases(tiny_artifact, texts[:40], tmp_path / "tiny.json"),
+             "words": write_cases(others["words"], words_texts, tmp_path / "words.json"),
+             "attention": write_cases(attention_art, [a for a, _ in attention_pairs[:30]],
+                                      tmp_path / "attention.json")}
     python = runtime.load(tiny_artifact, greedy="step")  # the page follows greedy_path: auto
-    with web.site(tiny_artifact) as url:
-        browser = web.chromium()
+    with web.site(tiny_artifact, others) as url:
+        browser = web.chromium(900, 760)
         try:
             web.open_page(browser, url)
             assert browser.execute_async_script(web.TRANSLATE, texts, {}) == \
                 python.translate(texts)
             assert browser.execute_async_script(web.TRANSLATE, texts[:20], {"beamSize": 3}) == \
                 python.translate(texts[:20], beam_size=3)
+            for base, want in cases.items():
+                result = browser.execute_async_script(REPLAY, f"{base}/", want)
+                assert result["failures"] == [] and result["strings"] > 100, (base, result)
             box = browser.find_element(By.ID, "text")
             box.send_keys(texts[0])
             want = python.translate([texts[0]])[0]
             WebDriverWait(browser, 30).until(
                 lambda b: b.find_element(By.ID, "output").text == want)
             assert browser.find_element(By.ID, "timing").text.endswith(" ms")
-            shot = tmp_path / "demo-page.png"
-            browser.save_screenshot(str(shot))
-            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
             box.clear()
             box.send_keys("abc€")
             WebDriverWait(browser, 30).until(
                 lambda b: "outside the vocabulary" in b.find_element(By.ID, "output").text)
+
+            _open_by_url(browser, "attention/")
+            Select(browser.find_element(By.ID, "beam")).select_by_value("4")
+            text = attention_pairs[0][0]
+            beam = runtime.load(attention_art, greedy="step").translate([text], beam_size=4)[0]
+            box = browser.find_element(By.ID, "text")
+            box.clear()
+            box.send_keys(text)
+            WebDriverWait(browser, 30).until(
+                lambda b: b.find_element(By.ID, "output").text == beam)
+            items = browser.find_elements(By.CSS_SELECTOR, "#nbest li")
+            assert 1 < len(items) <= 4 and items[0].text.startswith(beam)
+            canvas = browser.find_element(By.ID, "attention")
+            assert int(canvas.get_attribute("width")) > 100
+            assert int(canvas.get_attribute("height")) > 18 * len(beam)
+            shot = tmp_path / "demo-page.png"
+            browser.save_screenshot(str(shot))
+            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            keep = os.environ.get("SEQ2SEQ_KEEP_SCREENSHOT")
+            if keep:  # how the README's picture was made
+                shutil.copy(shot, keep)
+
+            files = sorted(str(f) for f in others["words"].iterdir()
+                           if f.suffix in (".json", ".onnx"))
+            browser.find_element(By.ID, "files").send_keys("\n".join(files))
+            WebDriverWait(browser, 60).until(
+                lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
+                and "chosen files" in b.find_element(By.ID, "status").text)
+            Select(browser.find_element(By.ID, "beam")).select_by_value("1")
+            box = browser.find_element(By.ID, "text")
+            box.clear()
+            box.send_keys(words_texts[0])
+            want = runtime.load(others["words"]).translate([words_texts[0]])[0]
+            WebDriverWait(browser, 30).until(
+                lambda b: b.find_element(By.ID, "output").text == want)
         finally:
             browser.quit()
+
+
+def _open_by_url(browser, base: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    field = browser.find_element(By.ID, "artifact")
+    field.clear()
+    field.send_keys(base)
+    browser.execute_script("document.getElementById('artifact')"
+                           ".dispatchEvent(new Event('change'))")
+    WebDriverWait(browser, 60).until(
+        lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "yes"
+        and base in b.find_element(By.ID, "status").text)
 
 
 @pytest.mark.parametrize("kind", ["plain", "attention"])
@@ -133,11 +201,134 @@ def test_node_beam_search_equals_python_on_learned_models(learned, kind, tmp_pat
     python = runtime.load(art, greedy="step")
     hits = {}
     for beam in (1, 2, 4, 8):
-        done = subprocess.run(["node", str(WEB / "node_decode.mjs"), str(art), str(lines),
-                               "--greedy", "step", "--beam", str(beam)], capture_output=True,
-                              text=True, timeout=300)
+        done = _node(str(art), str(lines), "--greedy", "step", "--beam", str(beam),
+                     timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
-        got = json.loads(done.stdout)
+        got = done.stdout.splitlines()
         assert got == python.translate(texts, beam_size=beam), beam
         hits[beam] = sum(g == t for g, t in zip(got, truth))
     assert all(hits[b] >= hits[1] for b in (2, 4, 8)), hits
+
+
+def _edit_meta(change):
+    def apply(art, outside):
+        meta = json.loads((art / "artifact.json").read_text(encoding="utf-8"))
+        change(meta, outside)
+        (art / "artifact.json").write_text(json.dumps(meta), encoding="utf-8")
+    return apply
+
+
+def _graph_file(name):
+    def change(meta, outside):
+        for g in meta["graphs"]:
+            if g["name"] == "encoder" and g["format"] == "onnx" and g["precision"] == "fp32":
+                g["file"] = name.replace("OUTSIDE", str(outside))
+    return change
+
+
+def _unlink(art, outside):
+    (art / "decoder_step.onnx").unlink()
+
+
+def _symlink(art, outside):
+    (art / "encoder.onnx").unlink()
+    (art / "encoder.onnx").symlink_to(outside / "encoder.onnx")
+
+
+# The issue's table of hostile inputs, and more: (edit of a copy of the artifact,
+# options, stdin), each to get the same verdict from Node as from `python -m runtime`.
+HOSTILE = {
+    "file-outside-the-artifact": (_edit_meta(_graph_file("../../other/encoder.onnx")), [], None),
+    "file-traversing-to-etc": (_edit_meta(_graph_file("../../../../etc/hostname")), [], None),
+    "absolute-file": (_edit_meta(_graph_file("OUTSIDE/encoder.onnx")), [], None),
+    "missing-model-file": (_unlink, [], None),
+    "symlinked-model-file": (_symlink, [], None),
+    "no-vocabulary": (_edit_meta(lambda m, o: m.pop("vocabulary")), [], None),
+    "no-graphs": (_edit_meta(lambda m, o: m.pop("graphs")), [], None),
+    "unknown-token-not-in-vocabulary": (
+        _edit_meta(lambda m, o: m["vocabulary"].update(unknown_token="unk")), [], None),
+    "misspelt-standardisation": (
+        _edit_meta(lambda m, o: m["vocabulary"].update(standardize="lowercase")), [], None),
+    "parity-not-passed": (_edit_meta(lambda m, o: m["parity"].update(passed=False)), [], None),
+    "blank-line-in-the-middle": (None, [], "TEXT0\n\nTEXT1\n"),
+    "crlf-lines": (None, [], "TEXT0\r\nTEXT1\r\n"),
+    "beam-0": (None, ["--beam", "0"], None),
+    "beam-negative": (None, ["--beam", "-1"], None),
+    "beam-not-a-number": (None, ["--beam", "abc"], None),
+    "beam-300": (None, ["--beam", "300"], None),
+    "greedy-bogus": (None, ["--greedy", "bogus"], None),
+    "unk-without-an-unknown-token": (None, ["--unk"], "TEXT0§\n"),
+    "length-penalty-not-a-number": (None, ["--beam", "2", "--length-penalty", "x"], None),
+    "max-length-0": (None, ["--max-length", "0"], None),
+    "unknown-option": (None, ["--bogus"], None),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_node_cli_gives_python_cli_verdicts_on_hostile_input(tiny_artifact, heldout, tmp_path,
+                                                            case):
+    """Every row of the table: Node accepts exactly what `python -m runtime` accepts
+    (then with the same outputs), and refuses the rest with exit 2 and a one-line
+    error, never a stack trace; a file outside the artifact is never read."""
+    _need_node()
+    edit, options, stdin = HOSTILE[case]
+    art = tmp_path / "a" / "artifact"
+    shutil.copytree(tiny_artifact, art)
+    outside = tmp_path / "other"
+    outside.mkdir()
+    shutil.copy(tiny_artifact / "encoder.onnx", outside / "encoder.onnx")  # readable, valid
+    if edit:
+        edit(art, outside)
+    stdin = (stdin or "TEXT0\nTEXT1\n").replace("TEXT0", heldout[0]).replace("TEXT1", heldout[1])
+    python = run_module("runtime", str(art), *options, input=stdin)
+    node = _node(str(art), *options, stdin=stdin)
+    assert (node.returncode == 0) == (python.returncode == 0), (python.stderr, node.stderr)
+    if python.returncode == 0:
+        assert node.stdout == python.stdout
+        return
+    assert python.returncode == node.returncode == 2, (python.stderr, node.stderr)
+    assert "Traceback" not in python.stderr
+    assert node.stderr.startswith(("error: ", "usage: ")) and "    at " not in node.stderr, \
+        node.stderr
+    assert "bytes" not in node.stderr  # it never opened a file it should not
+
+
+def test_node_help_names_every_option():
+    _need_node()
+    done = _node("--help")
+    assert done.returncode == 0 and done.stdout.startswith("usage: node web/node_decode.mjs")
+    for option in ("--greedy", "--precision", "--beam", "--length-penalty", "--max-length",
+                   "--n-best", "--skip-unknown", "--unk", "--truncate", "--json",
+                   "--no-verify"):
+        assert option in done.stdout
+
+
+def test_node_n_best_lists_scores_python_gives(tiny_artifact, heldout, tmp_path):
+    """`--n-best` prints beam search's finished outputs best first, each with the
+    score Python's Seq2SeqModel.score gives that output, the first being the beam
+    answer."""
+    _need_node()
+    lines = tmp_path / "texts.txt"
+    lines.write_text("\n".join(heldout[:8]) + "\n", encoding="utf-8")
+    done = _node(str(tiny_artifact), str(lines), "--beam", "4", "--n-best",
+                 "--length-penalty", "0.5")
+    assert done.returncode == 0, done.stderr
+    python = runtime.load(tiny_artifact, greedy="step")
+    answers = python.translate(heldout[:8], beam_size=4, length_penalty=0.5)
+    for text, answer, line in zip(heldout[:8], answers, done.stdout.splitlines()):
+        row = json.loads(line)
+        outs = [b["output"] for b in row["n_best"]]
+        scores = [b["score"] for b in row["n_best"]]
+        assert row["input"] == text and outs[0] == answer and 1 <= len(outs) <= 4
+        assert scores == sorted(scores, reverse=True) and len(set(outs)) == len(outs)
+        want = python.score([text] * len(outs), outs, length_penalty=0.5)
+        assert max(abs(a - b) for a, b in zip(scores, want)) < 1e-5
+
+
+def test_golden_cases_of_the_int8_and_plain_artifacts_replay_in_node(quantized_artifact, heldout,
+                                                                    tmp_path):
+    """The left-padded character LSTM, fp32 and int8 (which Python runs a row at a
+    time: so must JavaScript, or batched answers change)."""
+    summary = replay_in_node(quantized_artifact, heldout, tmp_path / "cases.json")
+    cases = json.loads((tmp_path / "cases.json").read_text(encoding="utf-8"))
+    assert {c["precision"] for c in cases["decode"]} == {"fp32", "int8"}, summary

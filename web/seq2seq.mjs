@@ -1,276 +1,259 @@
 // A JavaScript runtime for seq2seq-edge artifacts: the browser (onnxruntime-web,
-// WASM) and Node (onnxruntime-node). It reads artifact.json, checks each model
-// file's sha256 (WebCrypto) and the contract digest inside it, encodes text by the
-// recorded vocabulary rules and
-// decodes as the Python runtime does: greedy (the step loop, or the fused graph in
-// one call) and beam search. The ONNX Runtime module is passed in, so one file
-// serves both hosts.
+// WASM) and Node (onnxruntime-node). It reads artifact.json as the Python runtime
+// does (web/artifact.mjs), encodes text by the recorded vocabulary rules
+// (web/vocab.mjs) and decodes as runtime/decoding.py does: greedy (the step loop,
+// or the fused graph in one call), beam search with its n-best list, teacher-forced
+// scores, and the attention map of an attention model. The ONNX Runtime module and
+// the file reader are passed in, so one file serves both hosts.
 //
 //   const model = await loadArtifact(ort, readFile, {greedy: "auto"});
 //   const outputs = await model.translate(["15 janv. 2023"]);
+import { parseMetadata, readGraph } from "./artifact.mjs";
+import { Seq2SeqError } from "./errors.mjs";
+import { LONG_POLICIES, UNKNOWN_POLICIES, Vocabulary } from "./vocab.mjs";
 
-export class Seq2SeqError extends Error {
-  constructor(message) {
-    super(message);
-    this.name = "Seq2SeqError";
-  }
-}
+export { Seq2SeqError, Vocabulary };
 
-const READABLE_VERSIONS = [1, 2, 3];
-const PUNCTUATION = new Set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~");
+export const MAX_BEAM = 256;  // runtime.decoding.MAX_BEAM
+const PRECISIONS = ["fp32", "int8", "fp16"];
+const GREEDY = ["auto", "step", "fused"];
 const FLOOR = Math.fround(1e-30);
 
-async function sha256Hex(bytes) {
-  const digest = await globalThis.crypto.subtle.digest("SHA-256", bytes);
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-}
+const check = (ok, message) => {
+  if (!ok) throw new Seq2SeqError(message);
+};
+const show = (v) => (typeof v === "string" ? JSON.stringify(v) : String(v));
 
-// The ONNX file's metadata_props (ModelProto field 14: key 1, value 2), read from
-// the protobuf's top-level fields, as runtime/embedded.py does.
-function onnxMetadata(bytes) {
-  const varint = (pos) => {
-    let value = 0;
-    let scale = 1;
-    for (;;) {
-      if (pos >= bytes.length) throw new Seq2SeqError("truncated ONNX file");
-      const byte = bytes[pos++];
-      value += (byte & 0x7f) * scale;
-      scale *= 128;
-      if (!(byte & 0x80)) return [value, pos];
-    }
-  };
-  const fields = function* (start, end) {
-    let pos = start;
-    while (pos < end) {
-      let tag;
-      [tag, pos] = varint(pos);
-      const wire = tag % 8;
-      if (wire === 0) [, pos] = varint(pos);
-      else if (wire === 1) pos += 8;
-      else if (wire === 5) pos += 4;
-      else if (wire === 2) {
-        let size;
-        [size, pos] = varint(pos);
-        if (pos + size > end) throw new Seq2SeqError("malformed ONNX file");
-        yield [Math.floor(tag / 8), pos, pos + size];
-        pos += size;
-      } else throw new Seq2SeqError("malformed ONNX file");
-    }
-  };
-  const text = (a, b) => new TextDecoder().decode(bytes.subarray(a, b));
-  const props = {};
-  for (const [number, a, b] of fields(0, bytes.length)) {
-    if (number !== 14) continue;
-    const entry = {};
-    for (const [n, c, d] of fields(a, b)) entry[n] = text(c, d);
-    props[entry[1] ?? ""] = entry[2] ?? "";
-  }
-  return props;
-}
-
-// JSON as Python's json.dumps(sort_keys=True, ensure_ascii=False, separators=(",", ":")).
-function canonical(value) {
-  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
-  if (value !== null && typeof value === "object") {
-    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical(value[k])}`).join(",")}}`;
-  }
-  return JSON.stringify(value);
-}
-
-// runtime.metadata.contract_digest: what a graph file must agree on with artifact.json.
-async function contractDigest(meta, g) {
-  const a = meta.attention;
-  const contract = {
-    vocabulary: meta.vocabulary, graph: g.name, inputs: g.inputs, outputs: g.outputs,
-    state: meta.state.map((s) => [s.name, s.units]),
-    attention: a ? [a.kind, a.memory_units, a.masked] : null,
-  };
-  return sha256Hex(new TextEncoder().encode(canonical(contract)));
-}
-
-// The vocabulary's encoding rule (runtime/vocab.py): standardise, split into
-// characters or words, map to ids, pad to max_input_length on the recorded side.
-export class Vocabulary {
-  constructor(d) {
-    this.inputTokens = d.input_tokens;
-    this.targetTokens = d.target_tokens;
-    this.unit = d.unit || "char";
-    this.targetUnit = d.target_unit || "char";
-    this.standardize = d.standardize ?? null;
-    this.unknownToken = d.unknown_token ?? null;
-    this.maxInputLength = d.max_input_length;
-    this.maxOutputLength = d.max_output_length;
-    this.padding = d.padding || { side: "left", token: null };
-    this.inputIndex = new Map(this.inputTokens.map((t, i) => [t, i]));
-    const targetIndex = new Map(this.targetTokens.map((t, i) => [t, i]));
-    this.startId = targetIndex.get(d.start_token);
-    this.endId = targetIndex.get(d.end_token);
-    this.padId = this.padding.token === null ? this.inputTokens.length
-      : this.inputIndex.get(this.padding.token);
-    this.separator = this.targetUnit === "word" ? " " : "";
-  }
-
-  split(text) {
-    if (this.standardize === "lower" || this.standardize === "lower_and_strip_punctuation") {
-      text = text.replace(/[A-Z]/g, (c) => c.toLowerCase()); // ASCII only, as TextVectorization
-    }
-    if (this.standardize === "strip_punctuation"
-        || this.standardize === "lower_and_strip_punctuation") {
-      text = Array.from(text).filter((c) => !PUNCTUATION.has(c)).join("");
-    }
-    if (this.unit === "word") return text.split(/[ \t\n\r\f\v]+/).filter((w) => w);
-    return Array.from(text); // code points, as Python's list(text)
-  }
-
-  // Int32Array [texts.length * maxInputLength], row-major.
-  encode(texts, { unknown = "error", tooLong = "error" } = {}) {
-    const L = this.maxInputLength;
-    const out = new Int32Array(texts.length * L).fill(this.padId);
-    const units = this.unit === "char" ? "characters" : "words";
-    texts.forEach((text, row) => {
-      if (typeof text !== "string") throw new Seq2SeqError(`input ${row} is not a string`);
-      const pieces = this.split(text);
-      let ids = pieces.map((p) => (p !== "" && this.inputIndex.has(p) ? this.inputIndex.get(p) : -1));
-      if (ids.includes(-1)) {
-        if (unknown === "error") {
-          const bad = [...new Set(pieces.filter((p, i) => ids[i] < 0))].sort();
-          throw new Seq2SeqError(`input ${row} has ${units} outside the vocabulary: `
-            + bad.slice(0, 20).map((c) => `'${c}'`).join(", "));
-        }
-        const fill = unknown === "unk" ? this.inputIndex.get(this.unknownToken) : -1;
-        ids = ids.map((i) => (i >= 0 ? i : fill)).filter((i) => i >= 0);
-      }
-      if (ids.length === 0) throw new Seq2SeqError(`input ${row} is empty`);
-      if (ids.length > L) {
-        if (tooLong === "error") {
-          throw new Seq2SeqError(`input ${row} has ${ids.length} ${units}; the model takes at most ${L}`);
-        }
-        ids = ids.slice(0, L);
-      }
-      const start = row * L + (this.padding.side === "left" ? L - ids.length : 0);
-      out.set(ids, start);
-    });
-    return out;
-  }
-
-  join(ids) {
-    return ids.map((i) => this.targetTokens[i]).join(this.separator);
-  }
-}
-
-// An artifact loaded on ONNX Runtime. readFile(name) -> Promise<Uint8Array>.
+// An artifact loaded on ONNX Runtime. readFile(name) -> Promise<Uint8Array>; it is
+// only ever given plain file names that artifact.json lists and that were checked.
 export async function loadArtifact(ort, readFile, { precision = "fp32", greedy = "auto",
   verify = true } = {}) {
+  check(PRECISIONS.includes(precision), `unknown precision ${show(precision)}; choose one of ${PRECISIONS.join(", ")}`);
+  check(GREEDY.includes(greedy), `greedy must be auto, step or fused, got ${show(greedy)}`);
+  check(typeof verify === "boolean", `verify must be true or false, got ${show(verify)}`);
   const fileFormat = "onnx";  // the .onnx files (ORT files would need their own reader)
-  let meta;
+  let text;
   try {
-    meta = JSON.parse(new TextDecoder().decode(await readFile("artifact.json")));
+    text = new TextDecoder("utf-8", { fatal: true }).decode(await readFile("artifact.json"));
   } catch (e) {
-    throw new Seq2SeqError(`artifact.json: missing or not JSON (${e.message})`);
+    if (e instanceof Seq2SeqError) throw e;
+    throw new Seq2SeqError(`artifact.json: metadata file missing or unreadable (${e.message}); `
+      + "is this an export directory?");
   }
-  if (meta.format !== "seq2seq-artifact" || !READABLE_VERSIONS.includes(meta.version)) {
-    throw new Seq2SeqError(`artifact.json: not a seq2seq artifact of version ${READABLE_VERSIONS.join(", ")}`);
-  }
-  const vocab = new Vocabulary(meta.vocabulary);
-  const state = meta.version === 1 ? ["h", "c"] : meta.state.map((s) => s.name);
-  const attention = meta.attention ?? null;
-  const memory = attention ? (attention.masked ? ["memory", "memory_mask"] : ["memory"]) : [];
+  const meta = parseMetadata(text);
   const graph = (name) => meta.graphs.find((g) => g.format === fileFormat
     && g.precision === precision && g.name === name);
   const hasFused = Boolean(graph("greedy"));
+  check(greedy !== "fused" || hasFused, `no fused ${fileFormat} ${precision} greedy graph; use greedy "step"`);
   const fused = greedy === "fused" || (greedy === "auto" && hasFused
-    && (meta.greedy_path || {})[`${fileFormat}/${precision}`] === "fused");
-  if (greedy === "fused" && !hasFused) throw new Seq2SeqError(`no fused ${fileFormat} ${precision} greedy graph`);
+    && meta.greedyPath[`${fileFormat}/${precision}`] === "fused");
   const sessions = {};
   for (const name of ["encoder", "decoder_step"].concat(fused ? ["greedy"] : [])) {
     const g = graph(name);
-    if (!g) throw new Seq2SeqError(`no ${fileFormat} ${precision} ${name} graph in the artifact`);
-    const bytes = await readFile(g.file);
-    if (verify) {
-      if (bytes.length !== g.bytes) {
-        throw new Seq2SeqError(`${g.file}: ${bytes.length} bytes, but the metadata records ${g.bytes}`);
-      }
-      if (await sha256Hex(bytes) !== g.sha256) {
-        throw new Seq2SeqError(`${g.file}: sha256 differs from the metadata's (corrupt or tampered with)`);
-      }
+    if (!g) {
+      const have = [...new Set(meta.graphs.map((x) => `${x.format}/${x.precision}`))].sort();
+      throw new Seq2SeqError(`no ${fileFormat} ${precision} ${name} graph in the artifact (it has: `
+        + `${have.join(", ") || "none"})`);
     }
-    if (meta.version >= 3) {  // the digest export wrote inside the file (tamper evidence)
-      const found = onnxMetadata(bytes)["seq2seq.contract_sha256"];
-      if (found === undefined) throw new Seq2SeqError(`${g.file}: carries no contract digest; re-export it`);
-      if (found !== await contractDigest(meta, g)) {
-        throw new Seq2SeqError(`${g.file}: artifact.json does not match this model file: its vocabulary, `
-          + "tensor names or decoder state were changed after export");
-      }
+    const bytes = await readGraph(meta, g, readFile, verify);
+    let session;
+    try {
+      session = await ort.InferenceSession.create(bytes);
+    } catch (e) {
+      throw new Seq2SeqError(`${g.file}: onnxruntime cannot load it: ${String(e.message).split("\n")[0]}`);
     }
-    sessions[name] = { session: await ort.InferenceSession.create(bytes), inputs: g.inputs, outputs: g.outputs };
+    const names = [[...session.inputNames].sort(), session.outputNames];
+    check(JSON.stringify(names[0]) === JSON.stringify([...g.inputs].sort())
+      && g.outputs.every((o) => names[1].includes(o)),
+    `${g.file}: has inputs ${JSON.stringify(session.inputNames)} and outputs `
+      + `${JSON.stringify(session.outputNames)}; expected ${JSON.stringify(g.inputs)} and `
+      + `${JSON.stringify(g.outputs)} (wrong file in this place?)`);
+    sessions[name] = { session, inputs: g.inputs, outputs: g.outputs };
   }
-  return new Seq2SeqModel(ort, vocab, sessions, state, memory, fused);
+  // ONNX int8 graphs quantize activations per batch: one row per call, as Python
+  // does, so a text's answer never depends on what shares its batch.
+  return new Seq2SeqModel(ort, meta, sessions, fused, precision === "int8");
 }
 
+// Decode options, checked as runtime.decoding.DecodeOptions.validate does.
+function decodeOptions(vocab, { beamSize = 1, lengthPenalty = 1.0, maxLength = null,
+  unknown = "error", tooLong = "error", ...rest } = {}) {
+  const extra = Object.keys(rest);
+  check(extra.length === 0, `unknown option ${extra.join(", ")}; the options are beamSize, `
+    + "lengthPenalty, maxLength, unknown, tooLong");
+  check(Number.isInteger(beamSize) && beamSize >= 1 && beamSize <= MAX_BEAM,
+    `beamSize must be an integer from 1 to ${MAX_BEAM}, got ${show(beamSize)}`);
+  check(maxLength === null || (Number.isInteger(maxLength) && maxLength >= 1
+    && maxLength <= vocab.maxOutputLength),
+  `maxLength must be an integer from 1 to ${vocab.maxOutputLength} (the model's maximum), got ${show(maxLength)}`);
+  check(typeof lengthPenalty === "number" && Number.isFinite(lengthPenalty),
+    `lengthPenalty must be a finite number, got ${show(lengthPenalty)}`);
+  check(UNKNOWN_POLICIES.includes(unknown), `unknown must be one of ${UNKNOWN_POLICIES.join(", ")}, got ${show(unknown)}`);
+  check(LONG_POLICIES.includes(tooLong), `tooLong must be one of ${LONG_POLICIES.join(", ")}, got ${show(tooLong)}`);
+  return { beamSize, lengthPenalty, steps: maxLength ?? vocab.maxOutputLength, unknown, tooLong };
+}
+
+function finite(probs) {
+  for (let i = 0; i < probs.length; i++) {
+    if (!Number.isFinite(probs[i])) {
+      throw new Seq2SeqError("the model produced NaN or infinite probabilities; the artifact is broken");
+    }
+  }
+}
+
+// Python's _log: float32 probabilities clipped to [1e-30, 1] (a float32 softmax may
+// exceed 1 by an ulp, and beam search's stopping bound relies on log-probs never
+// being positive), their log rounded to float32 as numpy computes it.
+const logProb = (p) => Math.fround(Math.log(Math.min(Math.max(p, FLOOR), 1)));
+
 export class Seq2SeqModel {
-  constructor(ort, vocab, sessions, state, memory, fused) {
-    Object.assign(this, { ort, vocab, sessions, state, memory, fused });
+  constructor(ort, meta, sessions, fused, perRow) {
+    Object.assign(this, { ort, meta, sessions, fused, perRow, vocab: meta.vocab,
+      state: meta.state, hasAttention: meta.attention !== null });
+  }
+
+  // -- low level: the two graph calls (the backend interface) -------------------
+  async run(name, feeds) {
+    const { session } = this.sessions[name];
+    const batch = Object.values(feeds)[0].dims[0];
+    if (!this.perRow || batch === 1) return session.run(feeds);
+    const rows = [];
+    for (let b = 0; b < batch; b++) {
+      const one = {};
+      for (const [k, t] of Object.entries(feeds)) one[k] = this.rows(t, [b]);
+      rows.push(await session.run(one));
+    }
+    const joined = {};
+    for (const k of Object.keys(rows[0])) joined[k] = this.concat(rows.map((r) => r[k]));
+    return joined;
   }
 
   // The decoder's initial state (and memory) for ids [batch, L]: an array of tensors.
   async encode(ids, batch) {
-    const L = this.vocab.maxInputLength;
-    const { session, outputs } = this.sessions.encoder;
-    const out = await session.run({ input_ids: new this.ort.Tensor("int32", ids, [batch, L]) });
-    return outputs.map((name) => out[name]);
+    const out = await this.run("encoder", {
+      input_ids: new this.ort.Tensor("int32", ids, [batch, this.vocab.maxInputLength]) });
+    return this.sessions.encoder.outputs.map((name) => out[name]);
   }
 
-  // One step: {probs (Float32Array [batch*V]), state, next (Int32Array)}.
+  // One step: {probs (Float32Array [batch*V]), state, next (Int32Array), weights}.
   async step(tokens, state) {
-    const { session, inputs, outputs } = this.sessions.decoder_step;
+    const { inputs, outputs } = this.sessions.decoder_step;
     const feeds = { token: new this.ort.Tensor("int32", Int32Array.from(tokens), [tokens.length]) };
     inputs.slice(1).forEach((name, i) => { feeds[name] = state[i]; });
-    const out = await session.run(feeds);
+    const out = await this.run("decoder_step", feeds);
     const carried = this.state.length;
     const next = outputs.slice(1, 1 + carried).map((name) => out[name]).concat(state.slice(carried));
-    return { probs: out.probs.data, state: next, next: out.next_token.data };
+    return { probs: out.probs.data, state: next, next: out.next_token.data,
+      weights: this.hasAttention ? out.attention.data : null };
   }
 
-  async translate(texts, { beamSize = 1, lengthPenalty = 1.0, unknown = "error", tooLong = "error" } = {}) {
+  // -- high level -----------------------------------------------------------------
+  async translate(texts, options = {}) {
+    const o = decodeOptions(this.vocab, options);
+    const ids = this.vocab.encode(texts, o);
     if (texts.length === 0) return [];
-    const ids = this.vocab.encode(texts, { unknown, tooLong });
     let results;
-    if (beamSize > 1) {
+    if (o.beamSize > 1) {
       results = [];
       const L = this.vocab.maxInputLength;
       for (let i = 0; i < texts.length; i++) {
-        results.push(await this.beam(ids.subarray(i * L, (i + 1) * L), beamSize, lengthPenalty));
+        const [best] = await this.beam(ids.subarray(i * L, (i + 1) * L), o.steps, o.beamSize, o.lengthPenalty);
+        results.push(best ? best.ids : []);
       }
     } else if (this.fused) {
-      results = await this.fusedGreedy(ids, texts.length);
+      results = await this.fusedGreedy(ids, texts.length, o.steps);
     } else {
-      results = await this.greedy(ids, texts.length);
+      results = await this.greedy(ids, texts.length, o.steps);
     }
     return results.map((seq) => this.vocab.join(seq));
   }
 
-  async fusedGreedy(ids, batch) {
+  // Beam search's finished hypotheses for one text, best first: [{output, score}]
+  // (score: sum(log p) / length ** lengthPenalty). The first is translate's answer.
+  async nBest(text, options = {}) {
+    const o = decodeOptions(this.vocab, options);
+    const list = await this.beam(this.vocab.encode([text], o), o.steps, o.beamSize, o.lengthPenalty);
+    return list.map(({ ids, score }) => ({ output: this.vocab.join(ids), score }));
+  }
+
+  // The score beam search ranks by, of each outputs[i] as the answer to texts[i]
+  // (Python's Seq2SeqModel.score): teacher-forced through the step graph.
+  async score(texts, outputs, { lengthPenalty = 1.0, ...options } = {}) {
+    check(Array.isArray(texts) && Array.isArray(outputs) && texts.length === outputs.length,
+      "score() takes two arrays of strings of the same length");
+    const o = decodeOptions(this.vocab, { lengthPenalty, ...options });
+    const results = [];
+    for (let i = 0; i < texts.length; i++) {
+      const { sum, length } = await this.teacherForce(texts[i], outputs[i], o);
+      results.push(sum / length ** o.lengthPenalty);
+    }
+    return results;
+  }
+
+  // The attention map of output as the answer to text (attention models): the
+  // input's tokens, the output's tokens and, per output token, the weights of the
+  // step that produced it over the input tokens (padding left out), as Python's
+  // translate(..., return_attention=True) gives them for its own output.
+  async attention(text, output, options = {}) {
+    check(this.hasAttention, "this model has no attention, so there are no attention weights");
+    const o = decodeOptions(this.vocab, options);
+    const { row, target, weights } = await this.teacherForce(text, output, o);
+    const real = Array.from(row.keys()).filter((j) => row[j] !== this.vocab.padId);
+    return {
+      output, inputTokens: this.vocab.inputPieces(row),
+      outputTokens: target.map((i) => this.vocab.targetTokens[i]),
+      weights: weights.slice(0, target.length).map((w) => real.map((j) => w[j])),
+    };
+  }
+
+  async teacherForce(text, output, o) {
+    check(typeof output === "string", `outputs must be strings, got ${typeof output}`);
+    const row = this.vocab.encode([text], o);
+    const target = this.vocab.encodeTarget(output);
+    const steps = this.vocab.maxOutputLength;
+    check(target.length <= steps, `output ${JSON.stringify(output.slice(0, 40))} is longer than the `
+      + `model's maximum of ${steps} tokens`);
+    // The end token is scored and counted unless the output fills the maximum.
+    const full = target.length < steps ? target.concat([this.vocab.endId]) : target;
+    let state = await this.encode(row, 1);
+    let token = this.vocab.startId;
+    let sum = 0;
+    const weights = [];
+    for (const next of full) {
+      const step = await this.step([token], state);
+      finite(step.probs);
+      sum += logProb(step.probs[next]);
+      if (step.weights) weights.push(Array.from(step.weights));
+      state = step.state;
+      token = next;
+    }
+    return { row, target, sum, length: full.length, weights };
+  }
+
+  async fusedGreedy(ids, batch, steps) {
     const L = this.vocab.maxInputLength;
-    const out = await this.sessions.greedy.session.run({ input_ids: new this.ort.Tensor("int32", ids, [batch, L]) });
+    const out = await this.run("greedy", { input_ids: new this.ort.Tensor("int32", ids, [batch, L]) });
     const width = out.output_ids.dims[1];
     const rows = [];
     for (let b = 0; b < batch; b++) {
-      const n = Number(out.lengths.data[b]);
+      // Greedy is prefix-stable, so a shorter maxLength is the same decode cut short.
+      const n = Math.min(Number(out.lengths.data[b]), steps);
       rows.push(Array.from(out.output_ids.data.subarray(b * width, b * width + n), Number));
     }
     return rows;
   }
 
   // Batched greedy: each row stops at its own end token.
-  async greedy(ids, batch) {
-    const { startId, endId, maxOutputLength } = this.vocab;
+  async greedy(ids, batch, steps) {
+    const { startId, endId } = this.vocab;
     let state = await this.encode(ids, batch);
     let tokens = new Array(batch).fill(startId);
     const out = Array.from({ length: batch }, () => []);
     const active = new Array(batch).fill(true);
-    for (let t = 0; t < maxOutputLength && active.some(Boolean); t++) {
+    let probs = null;
+    for (let t = 0; t < steps && active.some(Boolean); t++) {
       const step = await this.step(tokens, state);
-      state = step.state;
+      ({ probs, state } = step);
       tokens = Array.from(step.next, Number);
       tokens.forEach((tok, b) => {
         if (!active[b]) return;
@@ -278,6 +261,7 @@ export class Seq2SeqModel {
         else out[b].push(tok);
       });
     }
+    finite(probs);  // NaN in the state reaches every later output, so the last step tells
     return out;
   }
 
@@ -287,25 +271,23 @@ export class Seq2SeqModel {
   // first width ranks, scored sum / length ** lengthPenalty (length counts the end
   // token); the first width others live on. The search stops when no live
   // hypothesis could still score above the best finished one, so the answer is
-  // that of a search run to the maximum length.
-  async beam(ids, width, lengthPenalty) {
-    const { startId, endId, maxOutputLength: steps } = this.vocab;
+  // that of a search run to the maximum length. Returns the finished hypotheses
+  // [{ids, score}], best first (the earliest found among equals).
+  async beam(ids, steps, width, lengthPenalty) {
+    const { startId, endId } = this.vocab;
     let state = await this.encode(ids, 1);
     let seqs = [[]];
     let scores = [0];
     let tokens = [startId];
     let bestScore = -Infinity;
-    let bestSeq = [];
+    const finished = [];
     for (let t = 0; t < steps; t++) {
       const step = await this.step(tokens, state);
+      finite(step.probs);
       const V = step.probs.length / tokens.length;
       const flat = [];
       for (let r = 0; r < tokens.length; r++) {
-        for (let v = 0; v < V; v++) {
-          const p = Math.min(Math.max(step.probs[r * V + v], FLOOR), 1);
-          if (Number.isNaN(p)) throw new Seq2SeqError("the model produced NaN probabilities; the artifact is broken");
-          flat.push([scores[r] + Math.fround(Math.log(p)), r * V + v]);
-        }
+        for (let v = 0; v < V; v++) flat.push([scores[r] + logProb(step.probs[r * V + v]), r * V + v]);
       }
       flat.sort((a, b) => b[0] - a[0] || a[1] - b[1]);
       const keep = [];
@@ -314,9 +296,10 @@ export class Seq2SeqModel {
         const row = Math.floor(index / V);
         const tok = index % V;
         if (tok === endId || t === steps - 1) {
-          if (rank < width && score / denominator > bestScore) {
-            bestScore = score / denominator;
-            bestSeq = tok === endId ? seqs[row] : seqs[row].concat([tok]);
+          if (rank < width) {
+            const seq = tok === endId ? seqs[row] : seqs[row].concat([tok]);
+            finished.push({ ids: seq, score: score / denominator });
+            bestScore = Math.max(bestScore, score / denominator);
           }
         } else if (keep.length < width) {
           keep.push([row, tok, score]);
@@ -327,18 +310,31 @@ export class Seq2SeqModel {
       const ceiling = keep[0][2] / (lengthPenalty > 0 ? steps : t + 2) ** lengthPenalty;
       if (ceiling <= bestScore) break;
       const rows = keep.map((k) => k[0]);
-      state = step.state.map((s) => this.gatherRows(s, rows));
+      state = step.state.map((s) => this.rows(s, rows));
       seqs = keep.map(([row, tok]) => seqs[row].concat([tok]));
       scores = keep.map((k) => k[2]);
       tokens = keep.map((k) => k[1]);
     }
-    return bestSeq;
+    // A stable sort: among equal scores the one found first stays first.
+    return finished.sort((a, b) => b.score - a.score).slice(0, width);
   }
 
-  gatherRows(tensor, rows) {
+  rows(tensor, rows) {
     const per = tensor.data.length / tensor.dims[0];
     const data = new tensor.data.constructor(rows.length * per);
     rows.forEach((r, i) => data.set(tensor.data.subarray(r * per, (r + 1) * per), i * per));
     return new this.ort.Tensor(tensor.type, data, [rows.length, ...tensor.dims.slice(1)]);
+  }
+
+  concat(tensors) {
+    const data = new tensors[0].data.constructor(tensors.reduce((n, t) => n + t.data.length, 0));
+    let at = 0;
+    for (const t of tensors) {
+      data.set(t.data, at);
+      at += t.data.length;
+    }
+    const dims = tensors[0].dims.slice();
+    dims[0] = tensors.reduce((n, t) => n + t.dims[0], 0);
+    return new this.ort.Tensor(tensors[0].type, data, dims);
   }
 }
