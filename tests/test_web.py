@@ -332,3 +332,124 @@ def test_golden_cases_of_the_int8_and_plain_artifacts_replay_in_node(quantized_a
     summary = replay_in_node(quantized_artifact, heldout, tmp_path / "cases.json")
     cases = json.loads((tmp_path / "cases.json").read_text(encoding="utf-8"))
     assert {c["precision"] for c in cases["decode"]} == {"fp32", "int8"}, summary
+
+
+def test_version_1_artifact_replays_in_node(tiny_artifact, heldout, tmp_path):
+    """A version-1 artifact (a one-layer LSTM whose state is h and c of latent_dim,
+    no contract digest inside its files), as the first exports wrote it: made from
+    the tiny one by renaming its tensors. Both runtimes still read it, and agree."""
+    import hashlib
+
+    import onnx
+
+    art = tmp_path / "v1"
+    art.mkdir()
+    meta = json.loads((tiny_artifact / "artifact.json").read_text(encoding="utf-8"))
+    rename = {"h0": "h", "c0": "c", "h0_out": "h_out", "c0_out": "c_out"}
+    graphs = []
+    for g in meta["graphs"]:
+        if (g["format"], g["precision"]) != ("onnx", "fp32") or g["name"] == "greedy":
+            continue
+        model = onnx.load(str(tiny_artifact / g["file"]))
+        for node in model.graph.node:
+            node.input[:] = [rename.get(n, n) for n in node.input]
+            node.output[:] = [rename.get(n, n) for n in node.output]
+        for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+            value.name = rename.get(value.name, value.name)
+        del model.metadata_props[:]
+        data = model.SerializeToString()
+        (art / g["file"]).write_bytes(data)
+        graphs.append({**g, "inputs": [rename.get(n, n) for n in g["inputs"]],
+                       "outputs": [rename.get(n, n) for n in g["outputs"]],
+                       "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
+    (art / "artifact.json").write_text(json.dumps({
+        "format": "seq2seq-artifact", "version": 1, "vocabulary": meta["vocabulary"],
+        "latent_dim": meta["state"][0]["units"], "graphs": graphs,
+        "parity": meta["parity"]}), encoding="utf-8")
+    assert runtime.load(art).translate(heldout[:20]) == \
+        runtime.load(tiny_artifact, greedy="step").translate(heldout[:20])
+    replay_in_node(art, heldout, tmp_path / "cases.json")
+
+
+def _vocab_verdicts_in_node(records: list, texts: list) -> dict:
+    """Node's verdict on each vocabulary record (accepted, or refused), and the ids
+    (or a refusal) of each text under the first record, unknown "skip" and "error"."""
+    script = (
+        "import { Vocabulary } from './vocab.mjs';"
+        "import { readFileSync } from 'node:fs';"
+        "const { records, texts } = JSON.parse(readFileSync(0, 'utf8'));"
+        "const verdict = (f) => { try { return f(); } catch (e) {"
+        "  if (e.name !== 'Seq2SeqError') throw e; return 'refused'; } };"
+        "const vocabs = records.slice(0, 2).map((r) => new Vocabulary(r));"
+        "console.log(JSON.stringify({"
+        " records: records.map((r) => verdict(() => (new Vocabulary(r), 'accepted'))),"
+        " texts: texts.map((t) => vocabs.flatMap((v) => ['error', 'skip'].map((u) =>"
+        "   verdict(() => Array.from(v.encode([t], { unknown: u }))))))}));")
+    done = subprocess.run(["node", "--input-type=module", "-e", script], cwd=WEB,
+                          input=json.dumps({"records": records, "texts": texts}),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_vocabulary_rules_match_python(family):
+    """vocab.mjs accepts exactly the vocabulary records runtime/vocab.py accepts, and
+    encodes (or refuses) awkward texts to the same ids: case, ASCII punctuation,
+    Unicode whitespace Python's str.isspace() knows and JavaScript's trim() does
+    not, characters outside the Basic Multilingual Plane, combining marks."""
+    from runtime.vocab import Vocabulary
+
+    _need_node()
+    run, _, _ = family("word-inputs")
+    words = json.loads((run / "artifact" / "artifact.json").read_text())["vocabulary"]
+    chars = {**words, "unit": "char", "standardize": None, "unknown_token": None,
+             "padding": {"side": "left", "token": None},
+             "input_tokens": list("abcdeé😀 \u3000\ufeff\x1c-.,"), "max_input_length": 12}
+
+    def edit(base, **change):
+        return {**base, **change}
+
+    records = [words, chars,
+               edit(chars, standardize="lower_and_strip_punctuation"),
+               edit(chars, format="seq2seq-vocabulary"), edit(chars, version=3),
+               edit(chars, input_tokens=[]), edit(chars, input_tokens=["ab", "c"]),
+               edit(chars, input_tokens=["a", "", "b"]), edit(chars, input_tokens=["", "a"]),
+               edit(chars, input_tokens=["a", "a"]), edit(chars, input_tokens=["a", 1]),
+               edit(chars, unit="byte"), edit(chars, target_unit="word"),
+               edit(chars, standardize="lowercase"), edit(chars, unknown_token="zz"),
+               edit(chars, start_token="nope"), edit(chars, end_token=chars["start_token"]),
+               edit(chars, max_input_length=0), edit(chars, max_input_length=True),
+               edit(chars, max_input_length="12"), edit(chars, max_output_length=-1),
+               edit(chars, padding={"side": "middle", "token": None}),
+               edit(chars, padding={"side": "right", "token": "q"}),
+               edit(chars, padding={"side": "right", "token": " "}),
+               edit(words, input_tokens=["", "[UNK]", "two words"]),
+               edit(words, unknown_token=None),
+               {k: v for k, v in chars.items() if k != "end_token"}]
+    python = []
+    for r in records:
+        try:
+            Vocabulary.from_dict(r)
+            python.append("accepted")
+        except runtime.Seq2SeqError:
+            python.append("refused")
+    assert "accepted" in python and "refused" in python
+    vocabs = [Vocabulary.from_dict(words), Vocabulary.from_dict(chars)]
+    vocab = vocabs[0]
+    texts = ["Hello, World!", "HELLO   world\t", "\u3000", "\x1c\x1d", "\ufeff", "a\u00a0b",
+             "ÉCOLE école", "x😀y", "e\u0301", "[UNK]", "it's-a test.", "   ", ""]
+    texts += [" ".join(vocab.input_tokens[2:9]), vocab.input_tokens[3].upper()]
+    texts += ["abc", "a😀b", "\ufeff", "\x1c", " \x1c", "\u3000a", "e\u0301", "ABC", "a.b,c"]
+    want = []
+    for t in texts:
+        row = []
+        for v in vocabs:
+            for unknown in ("error", "skip"):
+                try:
+                    row.append(v.encode_inputs([t], unknown).ravel().tolist())
+                except runtime.Seq2SeqError:
+                    row.append("refused")
+        want.append(row)
+    got = _vocab_verdicts_in_node(records, texts)
+    assert got["records"] == python
+    assert got["texts"] == want
