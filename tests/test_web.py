@@ -114,7 +114,7 @@ def test_browser_demo_page_decodes_the_family_as_python(tiny_artifact, texts, fa
                                       tmp_path / "attention.json")}
     python = runtime.load(tiny_artifact, greedy="step")  # the page follows greedy_path: auto
     with web.site(tiny_artifact, others) as url:
-        browser = web.chromium(900, 760)
+        browser = web.chromium(900, 1000)
         try:
             web.open_page(browser, url)
             assert browser.execute_async_script(web.TRANSLATE, texts, {}) == \
