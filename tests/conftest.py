@@ -157,13 +157,14 @@ ATTENTION = {"luong": ["--attention", "luong"],
                           "--bidirectional", "--padding", "right"]}
 
 
-def _made(tmp_path_factory, train_args: list[str], checks: int):
-    """Train with ``train_args`` and export: (run directory, export result, check texts)."""
+def _made(tmp_path_factory, name: str, train_args: list[str], checks: int):
+    """Train with ``train_args`` and export: (run directory ``.../NAME``, export
+    result, check texts)."""
     from export.pipeline import check_texts, export_artifact
     from runtime.vocab import Vocabulary
     from train.__main__ import main
 
-    out = tmp_path_factory.mktemp("member") / "run"
+    out = tmp_path_factory.mktemp(name) / name
     assert main([*train_args, "--out", str(out)]) == 0
     vocab = Vocabulary.load(out / "vocab.json")
     texts = check_texts(vocab, out / "heldout.tsv", checks)
@@ -193,8 +194,8 @@ def family(tmp_path_factory):
         if name not in made:
             args = [str(_digits_to_words(tmp_path_factory)) if a == "@digits-to-words" else a
                     for a in FAMILY[name]]
-            made[name] = _made(tmp_path_factory, [*TINY_TRAIN, "--samples", "400", "--epochs",
-                                                  "1", *args], 40)
+            made[name] = _made(tmp_path_factory, name, [
+                *TINY_TRAIN, "--samples", "400", "--epochs", "1", *args], 40)
         return made[name]
 
     return get
@@ -208,7 +209,7 @@ def attention(tmp_path_factory):
 
     def get(kind: str):
         if kind not in made:
-            made[kind] = _made(tmp_path_factory, [*ATTENTION_SMALL, *ATTENTION[kind]], 30)
+            made[kind] = _made(tmp_path_factory, kind, [*ATTENTION_SMALL, *ATTENTION[kind]], 30)
         return made[kind]
 
     return get

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 import runtime
-from conftest import ROOT, need_node, replay_in_node, run_module
+from conftest import ROOT, need_node, replay_in_node
 
 WEB = ROOT / "web"
 MODULES = WEB / "node_modules"
@@ -264,6 +264,29 @@ HOSTILE = {
 }
 
 
+def _python_cli(*argv: str, stdin: str) -> subprocess.CompletedProcess:
+    """`python -m runtime ARGV < stdin`, its main() run in this process (the same code
+    as the command, without a second start-up of Python and its imports)."""
+    import contextlib
+    import io
+    import sys
+
+    from runtime.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(argv))
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code
+    finally:
+        sys.stdin = saved
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
 @pytest.mark.parametrize("case", list(HOSTILE))
 def test_node_cli_gives_python_cli_verdicts_on_hostile_input(tiny_artifact, heldout, tmp_path,
                                                             case):
@@ -280,7 +303,7 @@ def test_node_cli_gives_python_cli_verdicts_on_hostile_input(tiny_artifact, held
     if edit:
         edit(art, outside)
     stdin = (stdin or "TEXT0\nTEXT1\n").replace("TEXT0", heldout[0]).replace("TEXT1", heldout[1])
-    python = run_module("runtime", str(art), *options, input=stdin)
+    python = _python_cli(str(art), *options, stdin=stdin)
     node = _node(str(art), *options, stdin=stdin)
     assert (node.returncode == 0) == (python.returncode == 0), (python.stderr, node.stderr)
     if python.returncode == 0:
