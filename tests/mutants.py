@@ -211,9 +211,14 @@ MUTANTS = (
 
 
 def _copy_tree(dest: Path) -> None:
+    # Not .cache: the arm64 check's aarch64 root holds device files a copy would read
+    # for ever. The npm packages are linked, not copied (hundreds of MB, unchanged).
     shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "runs", "build", "*.egg-info", "__pycache__", ".pytest_cache",
-        ".hypothesis"))
+        ".venv", ".git", ".cache", "runs", "build", "*.egg-info", "__pycache__",
+        ".pytest_cache", ".hypothesis", "node_modules"))
+    modules = ROOT / "web" / "node_modules"
+    if modules.is_dir():
+        (dest / "web" / "node_modules").symlink_to(modules)
 
 
 def _pytest(tree: Path, args: tuple[str, ...], timeout: int) -> tuple[int, float]:
