@@ -33,7 +33,7 @@ import json, os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from export.legacy import load_model
 from runtime import load_config
-from train.reference import ReferenceDecoder
+from family.reference import ReferenceDecoder
 model = load_model(sys.argv[1])
 reference = ReferenceDecoder(model, load_config(sys.argv[2]).vocabulary)
 out = reference.greedy([sys.argv[3]], mode="predict")

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from runtime.backends import Backend
-from train.reference import ReferenceDecoder
+from family.reference import ReferenceDecoder
 
 
 class KerasBackend(Backend):

@@ -3,7 +3,7 @@ the timings: greedy on every path (Keras's reference decoder included), beam-4 o
 every step loop. A faster path is only worth having if it keeps the answers."""
 from __future__ import annotations
 
-from train.quality import measure
+from family.quality import measure
 
 BEAM = 4
 

@@ -67,7 +67,7 @@ def build_paths(s: Settings):
     import tensorflow as tf
 
     from export.pipeline import load_keras_model
-    from train.reference import ReferenceDecoder
+    from family.reference import ReferenceDecoder
 
     from .keras_backends import KerasBackend
 

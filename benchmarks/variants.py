@@ -60,7 +60,7 @@ def _models(run_dir: Path) -> dict:
     from export.pipeline import load_keras_model
     from runtime.metadata import load_config
     from runtime.model import Seq2SeqModel, load
-    from train.reference import ReferenceDecoder
+    from family.reference import ReferenceDecoder
 
     from .keras_backends import KerasBackend
 

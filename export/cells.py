@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from train.structure import CELLS
+from family.kinds import CELLS
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class CellWeights:
 
     @property
     def state_kinds(self) -> tuple[str, ...]:
-        return CELLS[self.kind][1]
+        return CELLS[self.kind].state
 
     def table(self, embedding: np.ndarray | None = None) -> np.ndarray:
         """Input rows per id, bias included: ``embedding @ kernel``, or for one-hot
@@ -139,7 +139,8 @@ def keras_encoder(model: keras.Model) -> keras.Model:
     Adapted layers (Keras 2 files) become Keras's own class, which computes the same."""
     def fresh(layer):
         config = _no_cudnn(layer.get_config())
-        for cls, _ in CELLS.values():
+        for kind in CELLS.values():
+            cls = kind.keras_class
             if isinstance(layer, cls):
                 return cls.from_config(config)
         return type(layer).from_config(config)

@@ -30,7 +30,8 @@ import tensorflow as tf
 
 from runtime.metadata import MEMORY, MEMORY_MASK, AttentionSpec
 from runtime.vocab import Vocabulary
-from train.structure import Seq2SeqParts
+from family import state as layout
+from family.structure import Seq2SeqParts
 
 from .cells import CellOps, cell_weights, keras_encoder
 
@@ -60,10 +61,8 @@ class GraphBuilder:
                  for w in parts.dense.weights}
         self.dense_kernel = dense["kernel"]
         self.dense_bias = dense.get("bias", np.zeros(parts.target_size, np.float32))
-        self.state_names = tuple(f"{kind}{i}" for i in range(len(parts.decoder))
-                                 for kind in parts.state_kinds)
-        self.state_units = tuple(rec.units for rec in parts.decoder
-                                 for _ in parts.state_kinds)
+        self.state_names = layout.names(parts)
+        self.state_units = layout.units(parts)
         # Keras zeroes a masked step's output where this is set (Bidirectional sets it).
         self.zero_masked = [[bool(getattr(r, "zero_output_for_mask", False)) for r in rec.rnns]
                             for rec in parts.encoder]
@@ -96,14 +95,8 @@ class GraphBuilder:
                        ) -> tuple:
         """The decoder's initial state from the encoder layers' final states; with
         attention then the memory (and its mask, 1.0 where ``input_ids`` is not 0)."""
-        state = []
-        for rec, units in zip(self.parts.decoder, self.state_units[::len(
-                self.parts.state_kinds)]):
-            if rec.state_from is None:
-                zero = tf.zeros([batch, units], tf.float32)
-                state += [zero] * len(self.parts.state_kinds)
-            else:
-                state += list(finals[rec.state_from])
+        state = layout.decoder_start(self.parts, finals.__getitem__,
+                                     lambda units: tf.zeros([batch, units], tf.float32))
         if self.attention is not None:
             state.append(memory)
             if self.attention.masked:

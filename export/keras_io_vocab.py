@@ -14,7 +14,7 @@ from pathlib import Path
 
 from runtime.errors import Seq2SeqError
 from runtime.vocab import InputPadding, Vocabulary
-from train.data import read_pairs
+from family.pairs import read_pairs
 
 
 def keras_io_vocabulary(path: Path, num_samples: int) -> Vocabulary:

@@ -17,7 +17,7 @@ import numpy as np
 import runtime
 from runtime.backends import create
 from runtime.metadata import FILE_FORMATS, load_config
-from train.reference import ReferenceDecoder
+from family.reference import ReferenceDecoder
 
 ATOL = 1e-5
 MIN_AGREEMENT = 0.99
@@ -148,7 +148,7 @@ def truth_checks(outputs: dict[str, list[str]], targets: list[list[str]],
     variant that loses more than ``MAX_ACCURACY_LOSS`` exact match or
     ``MAX_CHRF_LOSS`` chrF points against its format's fp32 gets a (non-fatal)
     warning. Returns the checks and the quality by variant."""
-    from train.quality import measure
+    from family.quality import measure
 
     judged = {name: measure(out, targets, char_level) for name, out in outputs.items()}
     checks = []

@@ -14,8 +14,8 @@ from runtime.embedded import CONTRACT_KEY
 from runtime.metadata import (ARTIFACT_FORMAT, ARTIFACT_VERSION, METADATA_FILE, StateTensor,
                               contract_digest, graph_io, sha256_file)
 from runtime.vocab import Vocabulary
-from train import outdir
-from train.fit import HELDOUT_FILE
+from family.rundir import HELDOUT_FILE
+from runtime import atomic as outdir
 
 from . import convert, encoder_choice, opguard, parity
 from .errors import ParityError
@@ -186,8 +186,8 @@ def _check_options(tflite_encoder: str) -> None:
 
 def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize, opset,
             texts, fused, tflite_encoder, log, targets=None, ort=False) -> ExportResult:
-    from train.reference import ReferenceDecoder
-    from train.structure import check_vocabulary, locate
+    from family.reference import ReferenceDecoder
+    from family.structure import check_vocabulary, locate
 
     from .graphs import GraphBuilder
 

@@ -21,5 +21,9 @@ class BackendError(Seq2SeqError):
     """A backend or device was asked for that is not available here."""
 
 
+class OutputExistsError(Seq2SeqError):
+    """An output directory already holds a result and --force was not given."""
+
+
 class InputError(Seq2SeqError, ValueError):
     """Text or options given to the runtime are invalid."""

@@ -73,7 +73,7 @@ def reference(tiny_run):
     import keras
 
     from runtime.vocab import Vocabulary
-    from train.reference import ReferenceDecoder
+    from family.reference import ReferenceDecoder
 
     model = keras.models.load_model(tiny_run / "model.keras")
     return ReferenceDecoder(model, Vocabulary.load(tiny_run / "vocab.json"))

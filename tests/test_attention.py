@@ -26,7 +26,7 @@ def trained(request, attention):
     import keras
 
     from runtime.vocab import Vocabulary
-    from train.reference import ReferenceDecoder
+    from family.reference import ReferenceDecoder
 
     run, _, _ = attention(request.param)
     reference = ReferenceDecoder(keras.models.load_model(run / "model.keras"),
@@ -251,8 +251,8 @@ def test_unsupported_attention_shapes_are_refused_by_name(change, found):
     import keras
     from keras import layers
 
-    from train.errors import ModelShapeError
-    from train.structure import locate
+    from family.errors import ModelShapeError
+    from family.structure import locate
 
     enc_in = keras.Input((None, 5))
     enc_out, h, c = layers.LSTM(8, return_sequences=True, return_state=True)(enc_in)

@@ -61,7 +61,7 @@ def _keras_scores(art, texts, outputs, length_penalty=1.0):
     (its reference step decoder, teacher-forced): not the exported graphs."""
     import keras
 
-    from train.reference import ReferenceDecoder
+    from family.reference import ReferenceDecoder
 
     vocab = runtime.load_config(art).vocabulary
     ref = ReferenceDecoder(keras.models.load_model(art.parent / "model.keras"), vocab)

@@ -29,7 +29,7 @@ def variant(request, family):
 def _reference(run_dir):
     import keras
 
-    from train.reference import ReferenceDecoder
+    from family.reference import ReferenceDecoder
 
     return ReferenceDecoder(keras.models.load_model(run_dir / "model.keras"),
                             Vocabulary.load(run_dir / "vocab.json"))
@@ -139,7 +139,7 @@ def _onehot_vocab(tmp_path, inputs, targets, max_in, max_out):
 
 def _export_and_compare(model, vocab, tmp_path, texts):
     from export.pipeline import export_artifact
-    from train.reference import ReferenceDecoder
+    from family.reference import ReferenceDecoder
 
     model.save(tmp_path / "model.keras")
     result = export_artifact(tmp_path / "model.keras", vocab, tmp_path / "art", texts=texts,
@@ -255,7 +255,7 @@ def test_stacked_decoder_with_a_layer_started_from_zeros(tmp_path):
 
 def _refused(model, tmp_path, *fragments):
     import export
-    from train.errors import ModelShapeError
+    from family.errors import ModelShapeError
 
     vocab = Vocabulary(tuple("abc"), ("\t", "\n", "x"), "\t", "\n", 4, 4)
     with pytest.raises(ModelShapeError) as err:
@@ -344,7 +344,7 @@ def test_notebook_api_exports_the_model_in_memory(tmp_path):
                                  texts=["go on", "hi", "run"], **QUIET)
     assert all(c.ok for c in result.checks)
     assert result.metadata["source_model"]["file"] is None
-    from train.reference import ReferenceDecoder
+    from family.reference import ReferenceDecoder
 
     texts = ["go on", "hi", "run"]
     want = ReferenceDecoder(model, vocab).greedy(texts)
@@ -394,7 +394,7 @@ def test_word_level_model_tokenised_by_text_vectorization(tmp_path):
     texts = ["go on", "who is it", "hi", "i am here now"]
     result = export.export_model(model, vocab, tmp_path / "art", texts=texts, **QUIET)
     assert all(c.ok for c in result.checks)
-    from train.reference import ReferenceDecoder
+    from family.reference import ReferenceDecoder
 
     expected = ReferenceDecoder(model, vocab).greedy(texts)
     for backend, greedy in PATHS:

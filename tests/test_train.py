@@ -24,7 +24,7 @@ def test_structure_finds_layers_whatever_their_names_and_order():
     import keras
     from keras import layers
 
-    from train.structure import locate
+    from family.structure import locate
 
     # Built like keras.io's example: unnamed layers; decoder input declared first.
     dec_in = keras.Input((None, 7))
@@ -305,7 +305,7 @@ def test_quality_metrics_match_the_maintained_libraries():
     import jiwer
     import sacrebleu
 
-    from train.quality import measure
+    from family.quality import measure
 
     outputs = ["2023-01-15", "1949-04-0", "le chat noir", "x"]
     refs = ["2023-01-15", "1949-04-05", "le chien noir", "xyz"]
@@ -338,7 +338,7 @@ def test_alternative_targets_train_and_all_count_when_held_out(tmp_path):
     import sacrebleu
 
     from export.pipeline import check_pairs
-    from train.reference import ReferenceDecoder
+    from family.reference import ReferenceDecoder
 
     rows = data.date_pairs(300, seed=4)
     path = tmp_path / "pairs.txt"

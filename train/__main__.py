@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from family import rundir
+from runtime import atomic as outdir
 from runtime.errors import Seq2SeqError
 
 DEFAULTS = dict(samples=30000, epochs=8, batch_size=64, latent_dim=256, seed=0,
@@ -127,25 +129,27 @@ def run(args) -> int:
     import shutil
     import tempfile
 
-    from . import data, distribution, fit, outdir, quality
+    from family import quality
+
+    from . import data, distribution, fit
 
     role = (distribution.role_from_tf_config(os.environ.get("TF_CONFIG"))
             if args.strategy == "multiworker" else distribution.Role(True, "chief"))
     out = Path(args.out)
     scratch = None
     if role.chief:
-        outdir.check_target(out, fit.MODEL_FILE, args.force)
+        outdir.check_target(out, rundir.MODEL_FILE, args.force)
     else:  # trains in step with the chief; writes nothing a user could take for the result
         scratch = Path(tempfile.mkdtemp(prefix="seq2seq-worker-"))
         out = scratch / "run"
     try:
-        return _run(args, out, role, data, distribution, fit, outdir, quality)
+        return _run(args, out, role, data, distribution, fit, quality)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run(args, out: Path, role, data, distribution, fit, outdir, quality) -> int:
+def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
     if args.data:
         loaded = data.read_pairs(args.data, limit=args.samples)
         pairs = loaded.pairs
@@ -177,7 +181,7 @@ def _run(args, out: Path, role, data, distribution, fit, outdir, quality) -> int
     from runtime.vocab import InputPadding, Vocabulary
 
     from .model import Architecture, build_model
-    from .reference import ReferenceDecoder
+    from family.reference import ReferenceDecoder
 
     everything = train_pairs + val_pairs + test_pairs
     arch = Architecture(args.cell, args.layers, args.bidirectional, args.embedding_dim,
@@ -204,9 +208,9 @@ def _run(args, out: Path, role, data, distribution, fit, outdir, quality) -> int
     ids = bool(arch.embedding_dim)
     staging = outdir.staging_dir(out)
     try:
-        vocab.save(staging / fit.VOCAB_FILE)
+        vocab.save(staging / rundir.VOCAB_FILE)
         # Held-out pairs travel with the model: export checks parity on them.
-        (staging / fit.HELDOUT_FILE).write_text(
+        (staging / rundir.HELDOUT_FILE).write_text(
             "".join(f"{a}\t{b}\n" for a, b in test_pairs), encoding="utf-8")
         started = time.monotonic()
         train_arrays = fit.teacher_forcing_arrays(vocab, train_pairs, ids)
@@ -221,7 +225,7 @@ def _run(args, out: Path, role, data, distribution, fit, outdir, quality) -> int
         else:
             history, interrupted = fit.fit(model, train_arrays, val_arrays, staging, config)
         seconds = time.monotonic() - started
-        model_path = staging / fit.MODEL_FILE
+        model_path = staging / rundir.MODEL_FILE
         digest = None
         if args.strategy == "multiworker":  # every worker must end with the same weights
             digest = multiworker.weights_digest(model)
@@ -247,7 +251,7 @@ def _run(args, out: Path, role, data, distribution, fit, outdir, quality) -> int
         judged = quality.measure(decoded, expected, char_level=target_unit == "char")
         hits = round(judged.exact_match * len(held_out))
         accuracy = judged.exact_match
-        fit.plot_history(staging / fit.HISTORY_FILE, staging / fit.CURVE_FILE)
+        fit.plot_history(staging / rundir.HISTORY_FILE, staging / rundir.CURVE_FILE)
         summary = {
             "data": source, "pairs": {"train": len(train_pairs), "validation": len(val_pairs),
                                       "held_out": len(test_pairs),
@@ -265,7 +269,7 @@ def _run(args, out: Path, role, data, distribution, fit, outdir, quality) -> int
                           **({"alternatives": targets[1:]} if len(targets) > 1 else {})}
                          for (source, targets), d in list(zip(held_out, decoded))[:10]],
         }
-        (staging / fit.SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False,
+        (staging / rundir.SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False,
                                                            indent=1) + "\n")
         outdir.promote(staging, out)
     except BaseException:

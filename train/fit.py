@@ -11,14 +11,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from family.rundir import HISTORY_FILE, MODEL_FILE
 from runtime.vocab import Vocabulary
-
-MODEL_FILE = "model.keras"
-VOCAB_FILE = "vocab.json"
-HISTORY_FILE = "history.json"
-CURVE_FILE = "loss.png"
-SUMMARY_FILE = "train.json"
-HELDOUT_FILE = "heldout.tsv"
 
 
 def teacher_forcing_arrays(vocab: Vocabulary, pairs: list[tuple[str, str]],

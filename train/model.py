@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-RNN = {"lstm": layers.LSTM, "gru": layers.GRU}
-ATTENTION = {"luong": layers.Attention, "bahdanau": layers.AdditiveAttention}
+from family.kinds import ATTENTION, CELLS
 
 
 @dataclass(frozen=True)
@@ -40,8 +39,8 @@ class Architecture:
     attention: str = ""
 
     def __post_init__(self):
-        if self.cell not in RNN:
-            raise ValueError(f"cell must be one of {tuple(RNN)}, got {self.cell!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {tuple(CELLS)}, got {self.cell!r}")
         if self.layers < 1 or self.embedding_dim < 0:
             raise ValueError("layers must be >= 1 and embedding_dim >= 0")
         if self.mask and not self.embedding_dim:
@@ -56,7 +55,7 @@ class Architecture:
 def _rnn(arch: Architecture, units: int, **kwargs):
     if arch.cell == "gru":
         kwargs["reset_after"] = arch.reset_after
-    return RNN[arch.cell](units, **kwargs)
+    return CELLS[arch.cell].keras_class(units, **kwargs)
 
 
 def _input(name: str, size: int, arch: Architecture):

@@ -20,7 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import TrainingError
-from .fit import HISTORY_FILE, MODEL_FILE, AtomicCheckpoint, FitConfig, HistoryFile
+from family.rundir import HISTORY_FILE, MODEL_FILE
+
+from .fit import AtomicCheckpoint, FitConfig, HistoryFile
 
 
 def weights_digest(model: keras.Model) -> str:

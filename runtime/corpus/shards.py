@@ -12,6 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
+from .. import atomic
 from ..errors import DataError
 
 MANIFEST = "manifest.json"
@@ -156,16 +157,7 @@ class ShardStore:
         return [json.loads(line) for line in text.splitlines()]
 
     def _atomic(self, path: Path, text: str) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic.write_text(path, text)
 
     def assemble(self, texts: list[str], shards: int) -> tuple[int, int]:
         """Write OUTPUT (line i answers input i; a rejected line is empty) and

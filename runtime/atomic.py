@@ -1,8 +1,10 @@
-"""Write a result directory so that it only ever appears complete.
+"""Write results so that they only ever appear complete: a directory (training's
+run, export's artifact) or a single file (the corpus tool's shards and outputs).
 
-Work happens in a hidden sibling directory; ``promote`` renames it into place.
-A crash or SIGKILL leaves at most that hidden directory behind, and the
-previous result, if any, stays untouched until the new one is whole.
+A directory is built in a hidden sibling; ``promote`` renames it into place. A
+file is written to a hidden sibling, synced and renamed. A crash or SIGKILL
+leaves at most that hidden sibling behind, and the previous result, if any,
+stays untouched until the new one is whole. Standard library only.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ def check_target(out: Path, marker: str, force: bool) -> None:
 
 
 def staging_dir(out: Path) -> Path:
+    """A fresh hidden directory beside ``out`` to build the result in."""
     out.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
 
@@ -41,4 +44,19 @@ def promote(staging: Path, out: Path) -> None:
 
 
 def discard(staging: Path) -> None:
+    """Remove a staging directory that will not be promoted."""
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) in one rename, after an fsync."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -12,7 +12,9 @@ import numpy as np
 
 from runtime.vocab import Vocabulary
 
-from .structure import CELLS, cell_of, check_vocabulary, locate
+from . import state as layout
+from .kinds import CELLS
+from .structure import cell_of, check_vocabulary, locate
 
 
 def _stepping_layer(rnn):
@@ -21,7 +23,7 @@ def _stepping_layer(rnn):
     if rnn.return_state:
         return rnn
     config = {**rnn.get_config(), "return_state": True, "name": f"{rnn.name}_stepping"}
-    clone = CELLS[cell_of(rnn)][0].from_config(config)
+    clone = CELLS[cell_of(rnn)].keras_class.from_config(config)
     clone.build((None, None, int(rnn.cell.kernel.shape[0])))
     clone.set_weights(rnn.get_weights())
     return clone
@@ -61,9 +63,10 @@ class ReferenceDecoder:
             token = keras.Input(shape=(None,), dtype="int32", name="token")
             x = parts.decoder_embedding(token)
         state_in, state_out = [], []
-        for i, rec in enumerate(parts.decoder):
-            inputs = [keras.Input(shape=(rec.units,), name=f"{k}{i}")
-                      for k in parts.state_kinds]
+        names = iter(layout.names(parts))
+        for rec in parts.decoder:
+            inputs = [keras.Input(shape=(rec.units,), name=next(names))
+                      for _ in parts.state_kinds]
             x, *states = _stepping_layer(rec.layer)(x, initial_state=inputs)
             state_in += inputs
             state_out += states
@@ -111,11 +114,10 @@ class ReferenceDecoder:
     def initial_state(self, ids: np.ndarray, outputs: list) -> tuple:
         """The runtime's state from the Keras encoder model's outputs for ``ids``."""
         given = iter(np.asarray(x) for x in outputs)
-        state = []
-        for rec in self.parts.decoder:
-            for _ in self.parts.state_kinds:
-                state.append(next(given) if rec.state_from is not None else
-                             np.zeros((len(ids), rec.units), np.float32))
+        kinds = self.parts.state_kinds
+        state = layout.decoder_start(
+            self.parts, lambda _: [next(given) for _ in kinds],
+            lambda units: np.zeros((len(ids), units), np.float32))
         if self.parts.attention:
             state.append(next(given))
             if self.parts.masked:

@@ -26,9 +26,8 @@ from runtime.errors import VocabularyError
 from runtime.vocab import Vocabulary
 
 from .errors import ModelShapeError
+from .kinds import ATTENTION, CELLS
 
-# The recurrent layers export can rebuild, and the state each one carries.
-CELLS = {"lstm": (keras.layers.LSTM, ("h", "c")), "gru": (keras.layers.GRU, ("h",))}
 EXPECTED = (
     "a functional model with two inputs (encoder, decoder), each one-hot or through an "
     "Embedding; an encoder of stacked LSTM or GRU layers (optionally Bidirectional with "
@@ -39,8 +38,6 @@ EXPECTED = (
     "encoder layer's outputs] -> Concatenate with the decoder outputs -> optional "
     "Dense(tanh) -> that Dense. Not supported: Lambda or custom layers, subclassed "
     "models, stateful RNNs, causal or explicit attention masks, a separate attention key")
-# Attention layers export rebuilds, by the name artifact.json records.
-ATTENTION_KINDS = {"luong": keras.layers.Attention, "bahdanau": keras.layers.AdditiveAttention}
 
 
 @dataclass(frozen=True)
@@ -100,7 +97,7 @@ class Seq2SeqParts:
 
     @property
     def state_kinds(self) -> tuple[str, ...]:
-        return CELLS[self.cell][1]
+        return CELLS[self.cell].state
 
     @property
     def latent_dim(self) -> int:
@@ -167,7 +164,8 @@ def cell_of(layer) -> str | None:
     """"lstm" or "gru" for a layer that computes what Keras's LSTM or GRU does: the
     class itself, or a subclass that changes neither ``call`` nor the cell (such as
     the Keras 2 loading adapter); else None."""
-    for name, (cls, _) in CELLS.items():
+    for name, kind in CELLS.items():
+        cls = kind.keras_class
         if (isinstance(layer, cls) and type(layer).call is cls.call
                 and type(layer.cell) is type(cls(1).cell)):
             return name
@@ -275,7 +273,7 @@ def locate(model) -> Seq2SeqParts:
         decoder_nodes.insert(0, (layer, node))
         tensor = node.input_tensors[0]
     cell = cell_of(decoder_nodes[0][0])
-    kinds = CELLS[cell][1]
+    kinds = CELLS[cell].state
     dec_input, dec_embedding = _input_side(tensor, model_inputs, "bottom decoder layer")
 
     # Each decoder layer's initial state, traced to the encoder layer that made it.
@@ -383,7 +381,7 @@ def _attention_head(tensor):
 
 
 def _attention_kind(layer) -> str | None:
-    for kind, cls in ATTENTION_KINDS.items():
+    for kind, cls in ATTENTION.items():
         if type(layer) is cls:
             return kind
     return None
