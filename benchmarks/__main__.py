@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from runtime.cli import add_version
 from runtime.errors import Seq2SeqError
 
 
@@ -29,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
                     "native Keras (predict, direct call, tf.function), on the same model "
                     "and inputs. Writes results.json, report.md and chart.png.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_version(p)
     p.add_argument("artifact", nargs="?", default="runs/demo/artifact", metavar="DIR",
                    help="artifact directory from `python -m export`")
     p.add_argument("--model", metavar="MODEL.keras",

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from runtime.cli import add_version
 from runtime.errors import Seq2SeqError
 
 ENGINES = ("local", "ray")
@@ -89,6 +90,7 @@ def report(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.corpus", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(p)
     p.add_argument("artifact", nargs="?", default="runs/demo/artifact", metavar="DIR")
     p.add_argument("--lines", type=int, default=20_000)
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts")

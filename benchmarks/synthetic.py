@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from export.__main__ import QUANTIZE, comma_list
+from runtime.cli import add_version
 from runtime.errors import Seq2SeqError
 
 CHARS = " " + string.ascii_letters + string.digits + ".,;:!?'\"-()[]/&%$#@+*=<>_~|^`{}\\"
@@ -23,6 +24,7 @@ ACCENTED = "àâäçéèêëîïôöùûüÿñœæÀÂÄÇÉÈÊËÎÏÔÖÙÛÜ
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.synthetic", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(p)
     p.add_argument("--latent-dim", type=int, default=128)
     p.add_argument("--input-tokens", type=int, default=28)
     p.add_argument("--target-tokens", type=int, default=28, help="start and end included")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.cli import add_version
 from runtime.errors import Seq2SeqError
 
 # name -> (benchmarks.synthetic architecture options, encoder units per direction as a
@@ -175,6 +176,7 @@ def report(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.variants", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(p)
     p.add_argument("--latent-dim", type=int, default=128)
     p.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
     p.add_argument("--sentences", type=int, default=20, help="sentences per round and path")

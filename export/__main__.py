@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from runtime.cli import add_version
 from runtime.errors import Seq2SeqError
 
 FORMATS = ("onnx", "tflite")
@@ -29,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
                     "prove they give Keras's answers, and write a self-describing artifact "
                     "directory for the runtime.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_version(p)
     p.add_argument("model", metavar="MODEL.keras",
                    help="trained model: a .keras file (Keras 3, or Keras 2 as tf.keras "
                    "2.13+ wrote it) or a .h5 file")

@@ -15,6 +15,7 @@ from pathlib import Path
 from runtime.errors import Seq2SeqError
 from runtime.vocab import InputPadding, Vocabulary
 from family.pairs import read_pairs
+from runtime.cli import add_version
 
 
 def keras_io_vocabulary(path: Path, num_samples: int) -> Vocabulary:
@@ -52,6 +53,7 @@ def from_keras_io(input_characters, target_characters, max_encoder_seq_length: i
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.keras_io_vocab", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(p)
     p.add_argument("data", metavar="FILE", help="the pair file the model was trained on "
                    "(e.g. fra.txt)")
     p.add_argument("--samples", type=int, default=10000,

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 from runtime.errors import Seq2SeqError
+from runtime.backends import BACKENDS
+from runtime.cli import add_version
 
 
 def parser() -> argparse.ArgumentParser:
@@ -15,11 +17,13 @@ def parser() -> argparse.ArgumentParser:
                     "per text, which input tokens each output token attended to (input "
                     "along x, output along y) as a PNG.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_version(p)
     p.add_argument("artifact", metavar="DIR", help="artifact directory (an attention model)")
     p.add_argument("texts", nargs="+", metavar="TEXT", help="inputs to decode")
     p.add_argument("--out", default="attention.png", metavar="FILE",
                    help="PNG to write; with several texts, FILE's stem gets -1, -2, ...")
-    p.add_argument("--backend", choices=("onnx", "tflite"), default="onnx")
+    p.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0],
+                   help="onnx: ONNX Runtime; tflite: LiteRT")
     p.add_argument("--force", action="store_true", help="replace existing PNG files")
     return p
 

@@ -5,6 +5,9 @@ import argparse
 import json
 import sys
 
+from . import cli
+from .backends import DEVICES
+from .metadata import FILE_FORMATS, GREEDY_PATHS
 from .errors import InputError, Seq2SeqError
 
 
@@ -17,36 +20,20 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("artifact", metavar="DIR", help="artifact directory")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="inputs to decode")
-    p.add_argument("--backend", choices=("onnx", "tflite"), default="onnx")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--file-format", choices=("onnx", "ort", "tflite"), default=None,
+    cli.add_version(p)
+    cli.add_model_options(p)
+    p.add_argument("--device", choices=DEVICES, default=DEVICES[0])
+    p.add_argument("--file-format", choices=tuple(FILE_FORMATS), default=None,
                    help="which of the artifact's files to run (default: the backend's "
                         "own); ort: the ORT-format files, on the onnx backend")
-    p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32",
-                   help="a quantized variant, if the artifact has it")
-    p.add_argument("--threads", type=int, default=1, help="backend threads")
-    p.add_argument("--beam", type=int, default=1, metavar="K", help="beam size (1: greedy)")
-    p.add_argument("--length-penalty", type=float, default=1.0, metavar="A",
-                   help="beam search ranks finished outputs by sum(log p) / length ** A "
-                        "(0: the most probable output; larger favours longer ones)")
-    p.add_argument("--greedy", choices=("auto", "step", "fused"), default="auto",
+    p.add_argument("--greedy", choices=("auto",) + GREEDY_PATHS, default="auto",
                    help="greedy decoding as a step loop or one call of the fused graph; "
                         "auto: the faster one, as export measured")
-    p.add_argument("--max-length", type=int, default=None,
-                   help="most output tokens (default: the model's maximum)")
+    cli.add_decode_options(p)
     p.add_argument("--temperature", type=float, default=0.0,
                    help="above 0: sample instead of taking the most likely token")
     p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (an integer >= 0)")
-    unknown = p.add_mutually_exclusive_group()
-    unknown.add_argument("--skip-unknown", action="store_true",
-                         help="drop characters (or words) outside the vocabulary instead "
-                              "of failing")
-    unknown.add_argument("--unk", action="store_true",
-                         help="map words outside the vocabulary to its unknown token "
-                              "(such as [UNK]) instead of failing")
-    p.add_argument("--truncate", action="store_true",
-                   help="cut inputs longer than the model's maximum instead of failing")
     p.add_argument("--stream", action="store_true",
                    help="print tokens as they are decoded (greedy)")
     p.add_argument("--json", action="store_true",
@@ -69,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load(args.artifact, backend=args.backend, device=args.device,
                      threads=args.threads, precision=args.precision, verify=not args.no_verify,
                      greedy=args.greedy, file_format=args.file_format)
-        policy = dict(unknown="skip" if args.skip_unknown else "unk" if args.unk else "error",
-                      too_long="truncate" if args.truncate else "error")
+        policy = cli.policies(args)
         if args.stream:
             for text in texts:
                 for ch in model.stream(text, args.max_length, **policy):

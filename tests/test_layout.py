@@ -54,3 +54,31 @@ def test_the_checker_sees_function_level_imports(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from train.data import read_pairs\n    import keras.layers\n")
     assert _imports(probe) == {"train", "keras"}
+
+
+COMMANDS = ("train", "export", "export.keras_io_vocab", "runtime", "runtime.corpus", "heatmap",
+            "benchmarks", "benchmarks.variants", "benchmarks.synthetic", "benchmarks.corpus")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_reports_the_toolkit_version(command):
+    from conftest import run_module
+
+    import runtime
+
+    done = run_module(command, "--version", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"python -m {command} (seq2seq-edge {runtime.__version__})"
+
+
+def test_runtime_and_corpus_commands_share_their_decode_options():
+    """Declared once (runtime.cli), so both commands take the same flags."""
+    from runtime.__main__ import parser as runtime_parser
+    from runtime.corpus.__main__ import parser as corpus_parser
+
+    def flags(p):
+        return {s for a in p._actions for s in a.option_strings}
+
+    shared = {"--backend", "--precision", "--threads", "--beam", "--length-penalty",
+              "--max-length", "--skip-unknown", "--unk", "--truncate", "--version"}
+    assert shared <= flags(runtime_parser()) and shared <= flags(corpus_parser())

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from family import rundir
 from runtime import atomic as outdir
+from runtime.cli import add_version
 from runtime.errors import Seq2SeqError
 
 DEFAULTS = dict(samples=30000, epochs=8, batch_size=64, latent_dim=256, seed=0,
@@ -36,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
                     "Writes model.keras, vocab.json, heldout.tsv, history.json, loss.png and "
                     "train.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_version(p)
     p.add_argument("--data", metavar="FILE", help="input<TAB>target[<TAB>...] UTF-8 file; "
                    "omit for a built-in data set (--builtin)")
     p.add_argument("--builtin", choices=("dates", "numbers"), default="dates",

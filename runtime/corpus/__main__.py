@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import cli
 from ..errors import Seq2SeqError
 
 
@@ -18,6 +19,7 @@ def parser() -> argparse.ArgumentParser:
                     "killed part way resumes where it stopped when started again.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("artifact", metavar="ARTIFACT", help="artifact directory")
+    cli.add_version(p)
     p.add_argument("input", metavar="INPUT", help="text file, folder of .txt files, or "
                    ".csv/.tsv/.parquet file (with --column)")
     p.add_argument("--out", required=True, metavar="OUTPUT", help="output text file")
@@ -29,20 +31,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="ray: the cluster to join (default: a local Ray)")
     p.add_argument("--shard-size", type=int, default=1000,
                    help="lines per shard (the unit written atomically and redone on resume)")
-    p.add_argument("--backend", choices=("onnx", "tflite"), default="onnx")
-    p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32")
-    p.add_argument("--threads", type=int, default=1, help="backend threads per worker")
+    cli.add_model_options(p, threads_help="backend threads per worker")
     p.add_argument("--batch-size", type=int, default=64, help="texts per decode call")
-    p.add_argument("--beam", type=int, default=1, metavar="K", help="beam size (1: greedy)")
-    p.add_argument("--max-length", type=int, default=None, help="most output tokens")
-    unknown = p.add_mutually_exclusive_group()
-    unknown.add_argument("--skip-unknown", action="store_true",
-                         help="drop characters (or words) outside the vocabulary instead of "
-                              "rejecting the line")
-    unknown.add_argument("--unk", action="store_true",
-                         help="map words outside the vocabulary to the unknown token")
-    p.add_argument("--truncate", action="store_true",
-                   help="cut lines longer than the model's maximum instead of rejecting them")
+    cli.add_decode_options(p, instead="rejecting the line")
     p.add_argument("--force", action="store_true",
                    help="start again: replace OUTPUT and discard OUTPUT.parts/")
     p.add_argument("--quiet", action="store_true", help="no progress line")
@@ -75,9 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     from .work import CorpusOptions
 
     options = CorpusOptions(args.backend, args.precision, args.threads, args.batch_size,
-                            args.beam, args.max_length,
-                            "skip" if args.skip_unknown else "unk" if args.unk else "error",
-                            "truncate" if args.truncate else "error")
+                            args.beam, args.max_length, **cli.policies(args),
+                            length_penalty=args.length_penalty)
     try:
         summary = translate_corpus(
             args.artifact, args.input, args.out, options, engine=args.engine,

@@ -64,7 +64,7 @@ def translate_corpus(artifact: str | Path, source: str | Path, out: str | Path,
 
 def check_options(translator: ShardTranslator) -> None:
     o, vocab = translator.options, translator.model.vocabulary
-    DecodeOptions(o.beam_size, o.max_length).validate(vocab.max_output_length)
+    DecodeOptions(o.beam_size, o.max_length, o.length_penalty).validate(vocab.max_output_length)
     if o.unknown == "unk" and vocab.unknown_token is None:
         raise InputError("--unk needs a vocabulary with an unknown token; this one has none "
                          "(use --skip-unknown)")

@@ -20,6 +20,8 @@ class CorpusOptions:
     # drops those units; "unk" maps them to the unknown token.
     unknown: str = "error"
     too_long: str = "error"  # "error" rejects a line that is too long; "truncate" cuts it
+    # Beam search ranks finished outputs by sum(log p) / length ** length_penalty.
+    length_penalty: float = 1.0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +53,7 @@ class ShardTranslator:
         outputs = [""] * len(texts)
         if good:
             done = self.model.translate([texts[i] for i in good], o.beam_size, o.max_length,
+                                        length_penalty=o.length_penalty,
                                         unknown=o.unknown, too_long=o.too_long,
                                         batch_size=o.batch_size)
             for i, out in zip(good, done):
