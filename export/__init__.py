@@ -8,16 +8,20 @@ From a notebook, with the model in memory::
     export.export_model(model, vocab, "artifact/")
 
 or, for texts tokenised by Keras ``TextVectorization`` layers,
-``export.from_text_vectorization(source_layer, target_layer)``.
+``export.from_text_vectorization(source_layer, target_layer)``. A failed proof
+raises ``export.ParityError``; nothing is written then.
 """
+from .errors import ParityError  # noqa: F401 (light: the runtime's error types only)
+
+_PIPELINE = ("export_model", "export_artifact", "ExportOptions", "ExportResult")
 
 
 def __getattr__(name: str):
     # Lazy, so `python -m export.keras_io_vocab` does not load TensorFlow.
-    if name == "export_model":
-        from .pipeline import export_model
+    if name in _PIPELINE:
+        from . import pipeline
 
-        return export_model
+        return getattr(pipeline, name)
     if name == "from_keras_io":
         from .keras_io_vocab import from_keras_io
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import runtime
 from runtime.errors import ArtifactError, DataError, InputError, VocabularyError
 from runtime.embedded import CONTRACT_KEY
-from runtime.metadata import (ARTIFACT_FORMAT, ARTIFACT_VERSION, METADATA_FILE, StateTensor,
-                              contract_digest, graph_io, sha256_file)
+from runtime.metadata import (ARTIFACT_FORMAT, ARTIFACT_VERSION, METADATA_FILE, GraphFile,
+                              StateTensor, contract_digest, graph_io, sha256_file)
 from runtime.vocab import Vocabulary
 from family.rundir import HELDOUT_FILE
 from runtime import atomic as outdir
@@ -112,19 +112,6 @@ def _encodable(vocab: Vocabulary, text: str) -> bool:
     return True
 
 
-def _tflite_file(name: str, precision: str) -> str:
-    return f"{name}.tflite" if precision == "fp32" else f"{name}.{precision}.tflite"
-
-
-def _graph_entry(directory: Path, io: dict, name: str, fmt: str, precision: str,
-                 file: str) -> dict:
-    path = directory / file
-    inputs, outputs = io[name]
-    return {"name": name, "format": fmt, "precision": precision, "file": file,
-            "sha256": sha256_file(path), "bytes": path.stat().st_size,
-            "inputs": list(inputs), "outputs": list(outputs)}
-
-
 def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -144,25 +131,29 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
                     log=print, targets: list[list[str]] | None = None,
                     ort: bool = False) -> ExportResult:
     """Write a verified artifact of the Keras file ``model_path`` to ``out``; nothing
-    is promoted unless parity holds. ``targets``, aligned with ``texts``: the
+    is promoted unless parity holds. ``texts``: the inputs the decodes are checked
+    on (without them, 64 random strings); ``targets``, aligned with ``texts``: the
     right answers (a list of references per input), against which each variant's
     quality is reported."""
-    _check_options(tflite_encoder)
+    options = ExportOptions(tuple(formats), tuple(quantize), opset, fused, tflite_encoder,
+                            ort).validate()
     outdir.check_target(out, METADATA_FILE, force)
     model = load_keras_model(model_path)
     source = {"file": model_path.name, "sha256": sha256_file(model_path)}
-    return _export(model, source, vocab, out, formats, quantize, opset, texts, fused,
-                   tflite_encoder, log, targets, ort)
+    return _export(model, source, vocab, out, options, texts, log, targets)
 
 
 def export_model(model, vocabulary: Vocabulary, out_dir: str | Path,
                  formats=("onnx", "tflite"), quantize=(), *, opset: int = convert.DEFAULT_OPSET,
                  texts: list[str] | None = None, force: bool = False, fused: bool = True,
-                 tflite_encoder: str = "auto", log=print, ort: bool = False) -> ExportResult:
+                 tflite_encoder: str = "auto", log=print, ort: bool = False,
+                 targets: list[list[str]] | None = None) -> ExportResult:
     """Export an in-memory ``keras.Model`` (the one a notebook just trained) through
     the same pipeline as ``python -m export``: the same graphs, parity proof against
     Keras and atomic write. ``vocabulary``: a ``runtime.Vocabulary``, for example
-    from ``export.vocabulary.from_keras_io(...)``."""
+    from ``export.keras_io_vocab.from_keras_io(...)``. Give ``texts`` (and
+    ``targets``) for the proof the CLI runs on held-out pairs; without them the
+    decodes are checked on 64 random strings."""
     import keras
 
     if not isinstance(model, keras.Model):
@@ -170,189 +161,273 @@ def export_model(model, vocabulary: Vocabulary, out_dir: str | Path,
     if not isinstance(vocabulary, Vocabulary):
         raise InputError("vocabulary must be a runtime.Vocabulary, got "
                          f"{type(vocabulary).__name__}")
-    _check_options(tflite_encoder)
+    options = ExportOptions(tuple(formats), tuple(quantize), opset, fused, tflite_encoder,
+                            ort).validate()
     out = Path(out_dir)
     outdir.check_target(out, METADATA_FILE, force)
     source = {"file": None, "sha256": None, "note": f"in-memory keras.Model {model.name!r}"}
-    return _export(model, source, vocabulary, out, tuple(formats), tuple(quantize), opset,
-                   texts, fused, tflite_encoder, log, ort=ort)
+    return _export(model, source, vocabulary, out, options, texts, log, targets)
 
 
-def _check_options(tflite_encoder: str) -> None:
-    if tflite_encoder not in encoder_choice.CHOICES:
-        raise InputError(f"TFLite encoder form must be one of {encoder_choice.CHOICES}, "
-                         f"got {tflite_encoder!r}")
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to write; ``validate`` refuses what cannot be written."""
+    # File formats: "onnx" and/or "tflite".
+    formats: tuple[str, ...] = ("onnx", "tflite")
+    # Quantized variants besides fp32: "int8" (both formats), "fp16" (TFLite only).
+    quantize: tuple[str, ...] = ()
+    # The ONNX opset the graphs are converted to.
+    opset: int = convert.DEFAULT_OPSET
+    # Also write the fused greedy graph (a whole greedy decode in one call).
+    fused: bool = True
+    # The TFLite encoder: "auto" (the faster of the two), "unrolled" or "loop".
+    tflite_encoder: str = "auto"
+    # ORT-format copies of the ONNX files, for ONNX Runtime Mobile.
+    ort: bool = False
+
+    def validate(self) -> "ExportOptions":
+        if self.tflite_encoder not in encoder_choice.CHOICES:
+            raise InputError(f"TFLite encoder form must be one of {encoder_choice.CHOICES}, "
+                             f"got {self.tflite_encoder!r}")
+        if self.ort and "onnx" not in self.formats:
+            raise InputError("ORT files are converted from the ONNX ones: --ort needs the "
+                             "onnx format")
+        return self
+
+    @property
+    def tflite_precisions(self) -> list[str]:
+        return ["fp32"] + [q for q in ("int8", "fp16") if q in self.quantize]
 
 
-def _export(model, source: dict, vocab: Vocabulary, out: Path, formats, quantize, opset,
-            texts, fused, tflite_encoder, log, targets=None, ort=False) -> ExportResult:
+class _Graphs:
+    """What every format writer shares: the graph builder, the decoder state and
+    tensor names, and the contract digest each file carries."""
+
+    def __init__(self, parts, vocab: Vocabulary, staging: Path):
+        from .graphs import GraphBuilder
+
+        self.parts, self.vocab, self.staging = parts, vocab, staging
+        self.builder = GraphBuilder(parts, vocab)
+        self.state = tuple(StateTensor(n, u) for n, u in zip(self.builder.state_names,
+                                                           self.builder.state_units))
+        self.io = graph_io(self.state, self.builder.attention)
+
+    def contract(self, name: str) -> str:
+        return contract_digest(self.vocab, name, *self.io[name], self.state,
+                               self.builder.attention)
+
+    def onnx_props(self, name: str) -> dict:
+        return convert.onnx_props(self.vocab.to_dict(), name, runtime.__version__,
+                                  self.contract(name))
+
+    def tflite_props(self, name: str) -> dict[str, str]:
+        return {CONTRACT_KEY: self.contract(name)}
+
+    def entry(self, name: str, fmt: str, precision: str, file: str) -> GraphFile:
+        path = self.staging / file
+        inputs, outputs = self.io[name]
+        return GraphFile(name, fmt, precision, file, sha256_file(path), path.stat().st_size,
+                         tuple(inputs), tuple(outputs))
+
+
+def _tflite_file(name: str, precision: str) -> str:
+    return f"{name}.tflite" if precision == "fp32" else f"{name}.{precision}.tflite"
+
+
+def write_onnx(g: _Graphs, options: ExportOptions, log) -> tuple[list[GraphFile], str]:
+    """The ONNX files (fp32, int8 if asked, the fused greedy graph): their entries,
+    and the form the encoder took ("dynamic" or "unrolled")."""
+    entries = []
+    for name in ("encoder", "decoder_step"):
+        log(f"converting {name} to ONNX (opset {options.opset})", flush=True)
+        if name == "encoder":
+            onnx_encoder = encoder_choice.write_onnx_encoder(
+                g.builder, g.staging / "encoder.onnx", options.opset, g.onnx_props(name))
+            log(f"  {onnx_encoder} encoder", flush=True)
+        else:
+            convert.to_onnx(g.builder.decoder_step(), g.staging / f"{name}.onnx",
+                            options.opset, g.onnx_props(name))
+        entries.append(g.entry(name, "onnx", "fp32", f"{name}.onnx"))
+        if "int8" in options.quantize:
+            convert.quantize_onnx(g.staging / f"{name}.onnx", g.staging / f"{name}.int8.onnx")
+            entries.append(g.entry(name, "onnx", "int8", f"{name}.int8.onnx"))
+    if options.fused:
+        log("converting the fused greedy decode to ONNX", flush=True)
+        convert.to_onnx(g.builder.greedy_fused(onnx_encoder), g.staging / "greedy.onnx",
+                        options.opset, g.onnx_props("greedy"))
+        entries.append(g.entry("greedy", "onnx", "fp32", "greedy.onnx"))
+    return entries, onnx_encoder
+
+
+def write_ort(g: _Graphs, onnx_entries: list[GraphFile], log) -> list[GraphFile]:
+    """ORT-format copies of the ONNX files (one operator config for all of them)."""
+    log("converting the ONNX files to ORT format (ONNX Runtime Mobile)", flush=True)
+    paths = convert.to_ort([g.staging / e.file for e in onnx_entries], g.staging)
+    return [g.entry(e.name, "ort", e.precision, path.name)
+            for e, path in zip(onnx_entries, paths)]
+
+
+def write_tflite(g: _Graphs, options: ExportOptions, log) -> tuple[list[GraphFile], dict]:
+    """The TFLite files of every precision, each checked by the op guard: their
+    entries, and the encoder form chosen per precision."""
+    entries, encoder_forms = [], {}
+    for precision in options.tflite_precisions:
+        file = _tflite_file("encoder", precision)
+        log(f"converting encoder to TFLite ({precision})", flush=True)
+        form = encoder_choice.write_encoder(g.builder, g.staging, file, precision,
+                                            options.tflite_encoder, g.tflite_props("encoder"))
+        encoder_forms[precision] = form
+        if form["timing_us"]:
+            log("  " + ", ".join(f"{k} {v:.0f} µs" for k, v in form["timing_us"].items())
+                + f" per call: {form['style']} kept", flush=True)
+        entries.append(g.entry("encoder", "tflite", precision, file))
+    step_fn = g.builder.decoder_step(g.vocab.max_input_length)
+    for precision in options.tflite_precisions:
+        file = _tflite_file("decoder_step", precision)
+        log(f"converting decoder_step to TFLite ({precision})", flush=True)
+        convert.to_tflite(step_fn, g.staging / file, precision, g.tflite_props("decoder_step"))
+        opguard.check_tflite(g.staging / file, allow_while=False)
+        entries.append(g.entry("decoder_step", "tflite", precision, file))
+    for precision in options.tflite_precisions if options.fused else ():
+        file = _tflite_file("greedy", precision)
+        log(f"converting the fused greedy decode to TFLite ({precision})", flush=True)
+        fn = g.builder.greedy_fused(encoder_forms[precision]["style"])
+        convert.to_tflite(fn, g.staging / file, precision, g.tflite_props("greedy"))
+        opguard.check_tflite(g.staging / file, allow_while=True)
+        entries.append(g.entry("greedy", "tflite", precision, file))
+    return entries, encoder_forms
+
+
+def write_graphs(g: _Graphs, options: ExportOptions, log) -> tuple[list[GraphFile], dict]:
+    """Every format's files, and what the metadata records of how they were made."""
+    entries, notes = [], {}
+    if "onnx" in options.formats:
+        onnx_entries, notes["onnx_encoder"] = write_onnx(g, options, log)
+        entries += onnx_entries
+        if options.ort:
+            entries += write_ort(g, onnx_entries, log)
+            notes["ort_required_operators"] = {
+                "file": convert.ORT_CONFIG, "sha256": sha256_file(g.staging / convert.ORT_CONFIG)}
+    if "tflite" in options.formats:
+        tflite_entries, notes["tflite_encoder"] = write_tflite(g, options, log)
+        entries += tflite_entries
+    return entries, notes
+
+
+def _metadata(g: _Graphs, options: ExportOptions, entries: list[GraphFile], notes: dict,
+              source: dict) -> dict:
+    """artifact.json before the proof: the shared fields through the runtime's own
+    types (what load_config reads), parity not passed."""
+    attention = g.builder.attention
+    return {
+        "format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION,
+        "vocabulary": g.vocab.to_dict(),
+        "architecture": g.parts.describe(),
+        "state": [t.to_dict() for t in g.state],
+        "attention": None if attention is None else attention.to_dict(),
+        "opset": options.opset,
+        "graphs": [e.to_dict() for e in entries], "versions": _versions(),
+        "source_model": source,
+        "encoder_note": "inputs are always padded to max_input_length by the "
+                        "vocabulary's padding rule; the TFLite encoder runs exactly "
+                        "that many steps, unrolled or in a WHILE (tflite_encoder)",
+        "parity": {"passed": False},  # until the checks below pass
+        **{k: notes[k] for k in ("tflite_encoder", "onnx_encoder", "ort_required_operators")
+           if k in notes},
+    }
+
+
+def _variants(graphs: list[dict]) -> list[tuple[str, str]]:
+    """(format, precision) of every variant written, in the order the checks run."""
+    formats, precisions = ("onnx", "ort", "tflite"), ("fp32", "int8", "fp16")
+    found = {(g["format"], g["precision"]) for g in graphs}
+    return sorted(found, key=lambda v: (formats.index(v[0]), precisions.index(v[1])))
+
+
+def prove(staging: Path, metadata: dict, model, vocab: Vocabulary, texts: list[str],
+          targets, log) -> list:
+    """Every parity check against Keras; fills in the metadata's accuracy, greedy
+    timing and path. Raises ParityError when a fatal check fails."""
     from family.reference import ReferenceDecoder
+
+    variants = _variants(metadata["graphs"])
+    reference = ReferenceDecoder(model, vocab)
+    checks = []
+    for variant in variants:
+        if variant[1] == "fp32":
+            checks += parity.graph_checks(staging, variant, reference, texts)
+    decode, keras_out, outputs = parity.decode_checks(staging, variants, reference, texts,
+                                                      judged_by_truth=bool(targets))
+    checks += decode
+    modes, beams = parity.mode_checks(staging, variants, texts, outputs, targets)
+    checks += modes
+    if targets:
+        checks += _quality(metadata, vocab, outputs, beams, targets)
+    with_fused = sorted({(e["format"], e["precision"]) for e in metadata["graphs"]
+                         if e["name"] == "greedy"})
+    if with_fused:
+        fp32_out = {name.split("/")[0]: out for name, out in outputs.items()
+                    if name.endswith("/fp32")}
+        fused_checks, timing = parity.fused_checks(staging, with_fused, texts, keras_out,
+                                                   fp32_out)
+        checks += fused_checks
+        metadata["greedy_timing_us"] = timing
+        metadata["greedy_path"] = {fmt: parity.fastest(t) for fmt, t in timing.items()}
+    log(parity.table(checks))
+    failed = [c for c in checks if c.fatal and not c.ok]
+    if failed:
+        names = ", ".join(f"{c.variant} {c.what}" for c in failed)
+        raise ParityError(f"{len(failed)} parity check(s) failed ({names})")
+    for c in checks:
+        if not c.ok:
+            log(f"WARNING: {c.variant}: {c.what} holds for only {c.value:.1%} "
+                f"(bound {c.bound})", flush=True)
+    metadata["parity"] = {"atol": parity.ATOL, "inputs": len(texts),
+                          "checks": parity.as_json(checks), "passed": True}
+    return checks
+
+
+def _quality(metadata: dict, vocab: Vocabulary, outputs: dict, beams: dict, targets) -> list:
+    """Each variant's quality against the truth, recorded as ``accuracy``."""
+    char_level = vocab.target_unit == "char"
+    truth, judged = parity.truth_checks(outputs, targets, char_level)
+    beam_quality = parity.truth_checks(beams, targets, char_level)[1]
+    metadata["accuracy"] = {
+        "pairs": len(targets),
+        "exact_match": {k: q.exact_match for k, q in judged.items()},
+        "quality": {k: q.as_dict() for k, q in judged.items()},
+        f"beam{parity.BEAM_WIDTH}_quality": {k: q.as_dict() for k, q in beam_quality.items()}}
+    return truth
+
+
+def _export(model, source: dict, vocab: Vocabulary, out: Path, options: ExportOptions,
+            texts: list[str] | None, log, targets=None) -> ExportResult:
+    """Locate, write every format, record, prove, promote: nothing reaches ``out``
+    unless every fatal check passed."""
     from family.structure import check_vocabulary, locate
 
-    from .graphs import GraphBuilder
-
-    if ort and "onnx" not in formats:
-        raise InputError("ORT files are converted from the ONNX ones: --ort needs the onnx "
-                         "format")
+    options.validate()
     parts = locate(model)
     check_vocabulary(parts, vocab)
     texts = texts or check_texts(vocab, None, 64)
-    builder = GraphBuilder(parts, vocab)
-    if tflite_encoder == "loop" and not builder.loopable:
-        raise InputError("the looped TFLite encoder form needs one unidirectional encoder "
-                         f"layer; this model's encoder is {parts.describe()['encoder_layers']} "
-                         f"layer(s), bidirectional {parts.encoder[0].bidirectional} (use "
-                         "--tflite-encoder auto or unrolled)")
-    state = tuple(StateTensor(n, u) for n, u in zip(builder.state_names, builder.state_units))
-    io = graph_io(state, builder.attention)
-
-    def contract(name: str) -> str:
-        return contract_digest(vocab, name, *io[name], state, builder.attention)
-
-    def tfl_meta(name: str) -> dict[str, str]:
-        return {CONTRACT_KEY: contract(name)}
-
     staging = outdir.staging_dir(out)
     try:
-        graphs: list[dict] = []
-        variants: list[tuple[str, str]] = []
-        vocab_dict = vocab.to_dict()
+        g = _Graphs(parts, vocab, staging)
+        if options.tflite_encoder == "loop" and not g.builder.loopable:
+            raise InputError("the looped TFLite encoder form needs one unidirectional encoder "
+                             f"layer; this model's encoder is {parts.describe()['encoder_layers']}"
+                             f" layer(s), bidirectional {parts.encoder[0].bidirectional} (use "
+                             "--tflite-encoder auto or unrolled)")
         started = time.monotonic()
-        if "onnx" in formats:
-            for name in ("encoder", "decoder_step"):
-                log(f"converting {name} to ONNX (opset {opset})", flush=True)
-                props = convert.onnx_props(vocab_dict, name, runtime.__version__,
-                                           contract(name))
-                if name == "encoder":
-                    onnx_encoder = encoder_choice.write_onnx_encoder(
-                        builder, staging / "encoder.onnx", opset, props)
-                    log(f"  {onnx_encoder} encoder", flush=True)
-                else:
-                    convert.to_onnx(builder.decoder_step(), staging / f"{name}.onnx", opset,
-                                    props)
-                graphs.append(_graph_entry(staging, io, name, "onnx", "fp32", f"{name}.onnx"))
-                if "int8" in quantize:
-                    convert.quantize_onnx(staging / f"{name}.onnx", staging / f"{name}.int8.onnx")
-                    graphs.append(_graph_entry(staging, io, name, "onnx", "int8",
-                                               f"{name}.int8.onnx"))
-            if fused:
-                log("converting the fused greedy decode to ONNX", flush=True)
-                convert.to_onnx(builder.greedy_fused(onnx_encoder), staging / "greedy.onnx",
-                                opset, convert.onnx_props(vocab_dict, "greedy",
-                                                          runtime.__version__,
-                                                          contract("greedy")))
-                graphs.append(_graph_entry(staging, io, "greedy", "onnx", "fp32", "greedy.onnx"))
-            onnx_variants = [("onnx", "fp32")] + ([("onnx", "int8")] if "int8" in quantize
-                                                 else [])
-            variants += onnx_variants
-            if ort:
-                log("converting the ONNX files to ORT format (ONNX Runtime Mobile)", flush=True)
-                onnx_graphs = [g for g in graphs if g["format"] == "onnx"]
-                paths = convert.to_ort([staging / g["file"] for g in onnx_graphs], staging)
-                for g, path in zip(onnx_graphs, paths):  # one config for all of them
-                    graphs.append(_graph_entry(staging, io, g["name"], "ort", g["precision"],
-                                               path.name))
-                variants += [("ort", p) for _, p in onnx_variants]
-        if "tflite" in formats:
-            tfl_precisions = ["fp32"] + [q for q in ("int8", "fp16") if q in quantize]
-            encoder_forms = {}
-            for precision in tfl_precisions:
-                file = _tflite_file("encoder", precision)
-                log(f"converting encoder to TFLite ({precision})", flush=True)
-                form = encoder_choice.write_encoder(builder, staging, file, precision,
-                                                    tflite_encoder, tfl_meta("encoder"))
-                encoder_forms[precision] = form
-                if form["timing_us"]:
-                    log("  " + ", ".join(f"{k} {v:.0f} µs" for k, v in form["timing_us"].items())
-                        + f" per call: {form['style']} kept", flush=True)
-                graphs.append(_graph_entry(staging, io, "encoder", "tflite", precision, file))
-            step_fn = builder.decoder_step(vocab.max_input_length)
-            for precision in tfl_precisions:
-                file = _tflite_file("decoder_step", precision)
-                log(f"converting decoder_step to TFLite ({precision})", flush=True)
-                convert.to_tflite(step_fn, staging / file, precision, tfl_meta("decoder_step"))
-                opguard.check_tflite(staging / file, allow_while=False)
-                graphs.append(_graph_entry(staging, io, "decoder_step", "tflite", precision, file))
-            if fused:
-                for precision in tfl_precisions:
-                    file = _tflite_file("greedy", precision)
-                    fn = builder.greedy_fused(encoder_forms[precision]["style"])
-                    log(f"converting the fused greedy decode to TFLite ({precision})",
-                        flush=True)
-                    convert.to_tflite(fn, staging / file, precision, tfl_meta("greedy"))
-                    opguard.check_tflite(staging / file, allow_while=True)
-                    graphs.append(_graph_entry(staging, io, "greedy", "tflite", precision, file))
-            variants += [("tflite", p) for p in tfl_precisions]
-        metadata = {
-            "format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION,
-            "vocabulary": vocab_dict,
-            "architecture": parts.describe(),
-            "state": [{"name": t.name, "units": t.units} for t in state],
-            "attention": None if builder.attention is None else {
-                "kind": builder.attention.kind, "memory_units": builder.attention.memory_units,
-                "masked": builder.attention.masked},
-            "opset": opset,
-            "graphs": graphs, "versions": _versions(),
-            "source_model": source,
-            "encoder_note": "inputs are always padded to max_input_length by the "
-                            "vocabulary's padding rule; the TFLite encoder runs exactly "
-                            "that many steps, unrolled or in a WHILE (tflite_encoder)",
-            "parity": {"passed": False},  # until the checks below pass
-        }
-        if "tflite" in formats:
-            metadata["tflite_encoder"] = encoder_forms
-        if "onnx" in formats:
-            metadata["onnx_encoder"] = onnx_encoder
-        if ort:
-            config_path = staging / convert.ORT_CONFIG
-            metadata["ort_required_operators"] = {"file": convert.ORT_CONFIG,
-                                                  "sha256": sha256_file(config_path)}
+        entries, notes = write_graphs(g, options, log)
+        metadata = _metadata(g, options, entries, notes, source)
         write_metadata(staging, metadata)
         log(f"converted in {time.monotonic() - started:.1f}s; checking parity against Keras",
             flush=True)
-        reference = ReferenceDecoder(model, vocab)
-        checks = []
-        for variant in variants:
-            if variant[1] == "fp32":
-                checks += parity.graph_checks(staging, variant, reference, texts)
-        decode, keras_out, outputs = parity.decode_checks(staging, variants, reference, texts,
-                                                          judged_by_truth=bool(targets))
-        checks += decode
-        fp32_out = {name.split("/")[0]: out for name, out in outputs.items()
-                    if name.endswith("/fp32")}
-        modes, beams = parity.mode_checks(staging, variants, texts, outputs, targets)
-        checks += modes
-        if targets:
-            char_level = vocab.target_unit == "char"
-            truth, judged = parity.truth_checks(outputs, targets, char_level)
-            checks += truth
-            beam_quality = parity.truth_checks(beams, targets, char_level)[1]
-            metadata["accuracy"] = {
-                "pairs": len(targets),
-                "exact_match": {k: q.exact_match for k, q in judged.items()},
-                "quality": {k: q.as_dict() for k, q in judged.items()},
-                f"beam{parity.BEAM_WIDTH}_quality": {k: q.as_dict()
-                                                     for k, q in beam_quality.items()}}
-        if fused:
-            with_fused = sorted({(g["format"], g["precision"]) for g in graphs
-                                 if g["name"] == "greedy"})
-            fused_checks, timing = parity.fused_checks(staging, with_fused, texts, keras_out,
-                                                       fp32_out)
-            checks += fused_checks
-            metadata["greedy_timing_us"] = timing
-            metadata["greedy_path"] = {fmt: parity.fastest(t) for fmt, t in timing.items()}
-        log(parity.table(checks))
-        failed = [c for c in checks if c.fatal and not c.ok]
-        if failed:
-            names = ", ".join(f"{c.variant} {c.what}" for c in failed)
-            raise ParityError(f"{len(failed)} parity check(s) failed ({names}); no artifact "
-                              f"written to {out}")
-        for c in checks:
-            if not c.ok:
-                log(f"WARNING: {c.variant}: {c.what} holds for only {c.value:.1%} "
-                    f"(bound {c.bound})", flush=True)
-        metadata["parity"] = {"atol": parity.ATOL, "inputs": len(texts),
-                              "checks": parity.as_json(checks), "passed": True}
+        try:
+            checks = prove(staging, metadata, model, vocab, texts, targets, log)
+        except ParityError as e:
+            raise ParityError(f"{e}; no artifact written to {out}") from None
         write_metadata(staging, metadata)
         outdir.promote(staging, out)
     except BaseException:

@@ -46,6 +46,10 @@ class StateTensor:
     name: str
     units: int
 
+    def to_dict(self) -> dict:
+        """The entry of ``artifact.json``'s ``state`` list."""
+        return {"name": self.name, "units": self.units}
+
 
 @dataclass(frozen=True)
 class AttentionSpec:
@@ -57,7 +61,12 @@ class AttentionSpec:
 
     @property
     def memory_names(self) -> tuple[str, ...]:
+        """The tensors the encoder makes and every step reads unchanged."""
         return (MEMORY, MEMORY_MASK) if self.masked else (MEMORY,)
+
+    def to_dict(self) -> dict:
+        """``artifact.json``'s ``attention`` field."""
+        return {"kind": self.kind, "memory_units": self.memory_units, "masked": self.masked}
 
 
 def graph_io(state: tuple[StateTensor, ...], attention: AttentionSpec | None = None
@@ -97,6 +106,12 @@ class GraphFile:
     bytes: int
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        """The entry of ``artifact.json``'s ``graphs`` list (what ``load_config`` reads)."""
+        return {"name": self.name, "format": self.format, "precision": self.precision,
+                "file": self.file, "sha256": self.sha256, "bytes": self.bytes,
+                "inputs": list(self.inputs), "outputs": list(self.outputs)}
 
 
 @dataclass(frozen=True)
