@@ -1,5 +1,5 @@
 # Quick start: `make demo` (set up, train on the built-in data, export, decode,
-# a short benchmark; about 4 minutes on 2 cores once the venv is built) and
+# a short benchmark; 3 to 6 minutes on 2 cores once the venv is built) and
 # `make test` (set up, run the tests). `make demo-full` adds the full benchmark.
 PYTHON ?= python3
 VENV ?= .venv
