@@ -7,11 +7,12 @@ import sys
 from runtime.cli import add_version
 from runtime.errors import Seq2SeqError
 
-FORMATS = ("onnx", "tflite")
-QUANTIZE = ("int8", "fp16")
+from .formats import FORMATS, QUANTIZE
 
 
 def comma_list(choices):
+    """An argparse ``type`` for a comma-separated list of ``choices``: the items in order,
+    duplicates dropped; an empty list or an unknown item raises ArgumentTypeError."""
     def parse(text):
         items = [t.strip() for t in text.split(",") if t.strip()]
         bad = [t for t in items if t not in choices]
@@ -23,6 +24,7 @@ def comma_list(choices):
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command's argument parser."""
     p = argparse.ArgumentParser(
         prog="python -m export",
         description="Split a trained seq2seq model into an encoder graph and a single-step "
@@ -63,6 +65,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command on ``argv`` (default: ``sys.argv``); returns the exit code (2 on a
+    toolkit error, printed to standard error)."""
     args = parser().parse_args(argv)
     if not 7 <= args.opset <= 21:
         parser().error(f"--opset must be between 7 and 21, got {args.opset}")

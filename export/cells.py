@@ -19,6 +19,7 @@ from family.kinds import CELLS
 
 @dataclass(frozen=True)
 class CellWeights:
+    """One trained recurrent cell's weights, in Keras's gate layout."""
     kind: str  # "lstm" or "gru"
     units: int
     kernel: np.ndarray  # [inputs, gates * units]
@@ -30,6 +31,8 @@ class CellWeights:
 
     @property
     def state_kinds(self) -> tuple[str, ...]:
+        """The state tensors the cell carries, in order: ``("h", "c")`` (LSTM), ``("h",)``
+        (GRU)."""
         return CELLS[self.kind].state
 
     def table(self, embedding: np.ndarray | None = None) -> np.ndarray:
@@ -48,6 +51,9 @@ def _named(layer: keras.layers.Layer) -> dict[str, np.ndarray]:
 
 
 def cell_weights(layer: keras.layers.RNN, kind: str) -> CellWeights:
+    """The trained weights of ``layer``, a ``kind`` ("lstm" or "gru") layer; a missing bias
+    is zeros, and a ``reset_after`` GRU's two bias rows become ``bias`` and
+    ``recurrent_bias``."""
     weights = _named(layer.cell)
     kernel, recurrent = weights["kernel"], weights["recurrent_kernel"]
     gates = kernel.shape[1]

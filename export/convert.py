@@ -24,6 +24,9 @@ def _quiet():
 
 
 def to_onnx(fn, path: Path, opset: int, props: dict[str, str]) -> None:
+    """Convert the ``tf.function`` ``fn`` to ONNX at ``opset``, with ``props`` as its
+    metadata_props, check it with onnx.checker and save it to ``path``; raises
+    ConversionError when the conversion or the check fails."""
     import onnx
     import tf2onnx
 
@@ -44,6 +47,9 @@ def to_onnx(fn, path: Path, opset: int, props: dict[str, str]) -> None:
 
 def to_tflite(fn, path: Path, precision: str = "fp32",
               metadata: dict[str, str] | None = None) -> None:
+    """Convert the ``tf.function`` ``fn`` to a TFLite file at ``path``, builtin ops only,
+    with ``metadata`` entries added: ``precision`` "int8" is dynamic-range, "fp16" float16
+    weights, any other value fp32. Raises ConversionError when the converter fails."""
     module = tf.Module()
     module.fn = fn  # a trackable owner gives the file a signature with named tensors
     converter = tf.lite.TFLiteConverter.from_concrete_functions(

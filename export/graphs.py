@@ -49,6 +49,10 @@ def _where(mask, new, old) -> tuple:
 
 
 class GraphBuilder:
+    """Builds the graphs export converts, as ``tf.function`` objects, from the trained weights
+    of a located model (``parts``) and its vocabulary: ``encoder_fixed``,
+    ``encoder_dynamic``, ``decoder_step`` and ``greedy_fused``."""
+
     def __init__(self, parts: Seq2SeqParts, vocab: Vocabulary):
         self.parts = parts
         self.vocab = vocab

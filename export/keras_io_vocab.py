@@ -19,6 +19,9 @@ from runtime.cli import add_version
 
 
 def keras_io_vocabulary(path: Path, num_samples: int) -> Vocabulary:
+    """The vocabulary of a keras.io character model trained on the pair file ``path`` with
+    ``num_samples``, by the example's own selection; raises Seq2SeqError, naming the file,
+    when no pairs are left or the inputs have no space."""
     pairs = read_pairs(path, max_chars=10**9).pairs
     # keras.io takes text.split("\n")[: min(num_samples, len(lines) - 1)]: the last
     # piece is dropped, which is the empty one when the file ends with a newline.
@@ -51,6 +54,8 @@ def from_keras_io(input_characters, target_characters, max_encoder_seq_length: i
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command on ``argv`` (default: ``sys.argv``): write the vocabulary to
+    ``--out``; returns the exit code (2 on a toolkit error, printed to standard error)."""
     p = argparse.ArgumentParser(prog="python -m export.keras_io_vocab", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_version(p)

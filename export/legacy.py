@@ -28,6 +28,9 @@ SAVEDMODEL_HINT = (
 # Named LSTM on purpose: Keras 3 finds a layer's weights in a .keras file under
 # its class name in snake case ("lstm"), where Keras 2 wrote them.
 class LSTM(keras.layers.LSTM):
+    """Keras 3's LSTM reading a Keras 2 record: ``time_major=True`` raises ValueError, and
+    a call on ``[inputs, h, c]`` runs as one with ``initial_state=[h, c]``."""
+
     def __init__(self, *args, time_major: bool = False, **kwargs):
         if time_major:
             raise ValueError("time_major=True LSTMs are not supported")
@@ -62,6 +65,9 @@ def saved_by_keras2(path: Path) -> bool:
 
 
 def load_keras2_archive(path: Path):
+    """A Keras model from a .keras archive Keras 2 wrote, loaded from a temporary copy
+    whose config names Keras 3's functional module and, for each top-level LSTM, the
+    adapter."""
     with zipfile.ZipFile(path) as archive:
         files = {name: archive.read(name) for name in archive.namelist()}
     config = json.loads(files["config.json"])

@@ -11,6 +11,8 @@ FORBIDDEN = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE", "CUS
 
 
 def tflite_ops(path: Path) -> list[str]:
+    """The sorted op names of a TFLite file, as the standalone LiteRT interpreter loads it
+    (no delegates); raises OpGuardError when the interpreter refuses the file."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     try:

@@ -36,6 +36,7 @@ DECISIVE = 30
 
 @dataclass
 class Check:
+    """One parity check of one variant: its value, its bound and whether it held."""
     variant: str  # e.g. "onnx/fp32"
     what: str  # "encoder.h", "greedy strings", ...
     value: float  # max abs diff, or agreement fraction
@@ -69,6 +70,10 @@ def _every_length(vocab, rng):
 
 def graph_checks(directory: Path, variant: tuple[str, str], reference: ReferenceDecoder,
                  texts: list[str], seed: int = 0) -> list[Check]:
+    """The encoder and decoder_step graphs of ``variant`` (format, precision) against
+    ``reference`` on random inputs, the first 32 of ``texts`` and one input of every
+    length: one Check per output, its worst max abs difference held to ``ATOL``, and
+    ``next_token`` mismatches outside near-ties held to 0."""
     fmt, precision = variant
     config = load_config(directory, unproven=True)
     graphs = {}
@@ -296,6 +301,8 @@ def fastest(timing_us: dict[str, float]) -> str:
 
 
 def table(checks: list[Check]) -> str:
+    """The checks as an aligned text table: variant, check, value (shares as percentages),
+    bound and result (a failed non-fatal check is labelled by what it measures)."""
     rows = [("variant", "check", "value", "bound", "result")]
     for c in checks:
         share = c.what.startswith(("greedy", "batch 1", "exact match", "sampling")) or (
@@ -310,4 +317,5 @@ def table(checks: list[Check]) -> str:
 
 
 def as_json(checks: list[Check]) -> list[dict]:
+    """The checks as plain dicts, for ``artifact.json``'s ``parity`` record."""
     return [asdict(c) for c in checks]

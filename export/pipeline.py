@@ -19,17 +19,22 @@ from runtime import atomic as outdir
 
 from . import convert, encoder_choice, opguard, parity
 from .errors import ParityError
+from .formats import FORMATS, QUANTIZE
 
 
 
 @dataclass
 class ExportResult:
+    """What an export wrote: the artifact directory, every parity check and the contents
+    of its ``artifact.json``."""
     directory: Path
     checks: list[parity.Check]
     metadata: dict
 
 
 def load_keras_model(path: Path):
+    """A Keras model from a .keras or .h5 file (Keras 2 files adapted); raises ArtifactError
+    for a SavedModel directory, a missing file or one Keras cannot load."""
     from . import legacy
 
     if path.is_dir() and (path / "saved_model.pb").is_file():
@@ -186,6 +191,21 @@ class ExportOptions:
     ort: bool = False
 
     def validate(self) -> "ExportOptions":
+        """Return self; raise InputError for an unknown TFLite encoder form, or ``ort``
+        without the onnx format."""
+        known = {"formats": FORMATS, "quantize": QUANTIZE}
+        for name, choices in known.items():
+            bad = [v for v in getattr(self, name) if v not in choices]
+            if bad:
+                raise InputError(f"{name} must be among {choices}, got {bad}")
+        if not self.formats:
+            raise InputError("formats is empty: choose onnx, tflite or both")
+        if "fp16" in self.quantize and "tflite" not in self.formats:
+            raise InputError("fp16 variants are TFLite files: quantize fp16 needs the tflite "
+                             "format")
+        if not isinstance(self.opset, int) or isinstance(self.opset, bool) or not (
+                7 <= self.opset <= 21):
+            raise InputError(f"opset must be an integer from 7 to 21, got {self.opset!r}")
         if self.tflite_encoder not in encoder_choice.CHOICES:
             raise InputError(f"TFLite encoder form must be one of {encoder_choice.CHOICES}, "
                              f"got {self.tflite_encoder!r}")
@@ -196,6 +216,7 @@ class ExportOptions:
 
     @property
     def tflite_precisions(self) -> list[str]:
+        """The TFLite precisions to write: "fp32", then "int8" and "fp16" where asked for."""
         return ["fp32"] + [q for q in ("int8", "fp16") if q in self.quantize]
 
 
@@ -380,7 +401,8 @@ def prove(staging: Path, metadata: dict, model, vocab: Vocabulary, texts: list[s
         raise ParityError(f"{len(failed)} parity check(s) failed ({names})")
     for c in checks:
         if not c.ok:
-            log(f"WARNING: {c.variant}: {c.what} holds for only {c.value:.1%} "
+            shown = f"{c.value:.1%}" if 0 <= c.value <= 1 else f"{c.value:.4g}"
+            log(f"WARNING: {c.variant}: {c.what} holds for only {shown} "
                 f"(bound {c.bound})", flush=True)
     metadata["parity"] = {"atol": parity.ATOL, "inputs": len(texts),
                           "checks": parity.as_json(checks), "passed": True}
@@ -437,11 +459,15 @@ def _export(model, source: dict, vocab: Vocabulary, out: Path, options: ExportOp
 
 
 def write_metadata(directory: Path, metadata: dict) -> None:
+    """Write ``metadata`` as ``directory``'s ``artifact.json`` (UTF-8 JSON), in place."""
     (directory / METADATA_FILE).write_text(
         json.dumps(metadata, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
 def run(args) -> int:
+    """Export as ``python -m export``'s parsed ``args`` ask and print what was written;
+    returns 0. Raises VocabularyError when no vocabulary is found, and whatever the
+    export raises."""
     model_path = Path(args.model)
     vocab_path = Path(args.vocab) if args.vocab else model_path.parent / "vocab.json"
     if not args.vocab and not vocab_path.exists():

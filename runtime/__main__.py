@@ -12,6 +12,7 @@ from .errors import InputError, Seq2SeqError
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command's argument parser."""
     p = argparse.ArgumentParser(
         prog="python -m runtime",
         description="Decode texts with an artifact written by `python -m export`, without "
@@ -44,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command on ``argv`` (default: ``sys.argv``); returns the exit code (2 on a
+    toolkit error, printed to standard error)."""
     # Intermixed, so texts may come after options: DIR --backend tflite "text".
     args = parser().parse_intermixed_args(argv)
     try:

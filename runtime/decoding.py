@@ -19,6 +19,7 @@ MAX_BEAM = 256
 
 @dataclass(frozen=True)
 class DecodeOptions:
+    """How to decode: greedy, beam search or sampling, and how far."""
     # Beams kept by beam search; 1 is greedy decoding.
     beam_size: int = 1
     # Most tokens decoded per input, end token included; None: the model's maximum.
@@ -33,6 +34,8 @@ class DecodeOptions:
     seed: int | None = None
 
     def validate(self, model_max: int) -> "DecodeOptions":
+        """Return self if every option is in range (``max_length`` at most ``model_max``);
+        else raise InputError naming the first that is not."""
         def is_int(v):
             return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -59,6 +62,7 @@ class DecodeOptions:
         return self
 
     def steps(self, model_max: int) -> int:
+        """Decode steps to run: ``max_length``, else ``model_max``."""
         return self.max_length or model_max
 
 
@@ -130,6 +134,8 @@ def stream_greedy(backend: Backend, input_ids: np.ndarray, start: int, end: int,
 
 def sample(backend: Backend, input_ids: np.ndarray, start: int, end: int, steps: int,
            temperature: float, top_k: int, rng: np.random.Generator) -> list[list[int]]:
+    """Sampled decode of a batch, drawing from ``rng``: ``temperature`` must be above 0;
+    ``top_k`` above 0 draws only from the k most likely tokens. Ids without the end token."""
     batch = input_ids.shape[0]
     state = backend.encode(input_ids)
     token = np.full(batch, start, dtype=np.int32)

@@ -98,6 +98,7 @@ def contract_digest(vocabulary: Vocabulary, graph: str, inputs, outputs,
 
 @dataclass(frozen=True)
 class GraphFile:
+    """One model file of the artifact, as ``artifact.json``'s ``graphs`` list records it."""
     name: str  # "encoder", "decoder_step" or "greedy"
     format: str  # "onnx", "ort" or "tflite"
     precision: str  # "fp32", "int8" or "fp16"
@@ -116,6 +117,7 @@ class GraphFile:
 
 @dataclass(frozen=True)
 class ArtifactConfig:
+    """``artifact.json`` read and validated (by ``load_config``), with its directory."""
     directory: Path
     version: int
     vocabulary: Vocabulary
@@ -132,10 +134,13 @@ class ArtifactConfig:
     greedy_path: dict
 
     def has_graph(self, fmt: str, precision: str, name: str) -> bool:
+        """The artifact lists graph ``name`` in format ``fmt`` at ``precision``."""
         return any((g.format, g.precision, g.name) == (fmt, precision, name)
                    for g in self.graphs)
 
     def graph(self, fmt: str, precision: str, name: str) -> GraphFile:
+        """Graph ``name`` in format ``fmt`` at ``precision``; raises ArtifactError, naming the
+        variants there are, when the artifact has none."""
         for g in self.graphs:
             if (g.format, g.precision, g.name) == (fmt, precision, name):
                 return g
@@ -144,13 +149,16 @@ class ArtifactConfig:
                             f"(the artifact has: {', '.join(have) or 'none'})")
 
     def variants(self) -> list[tuple[str, str]]:
+        """The ``(format, precision)`` pairs that have at least one graph, sorted."""
         return sorted({(g.format, g.precision) for g in self.graphs})
 
     def path(self, graph: GraphFile) -> Path:
+        """Where ``graph``'s file is: in the artifact directory."""
         return self.directory / graph.file
 
 
 def sha256_file(path: Path) -> str:
+    """sha256 (hex) of a file's contents, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -33,6 +33,7 @@ class Seq2SeqModel:
 
     @property
     def vocabulary(self) -> Vocabulary:
+        """The artifact's vocabulary and encoding rule."""
         return self.config.vocabulary
 
     @property

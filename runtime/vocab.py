@@ -5,7 +5,7 @@ model input. Its format (version 2; version-1 files, which have no ``unit``
 fields and are character-level, still load)::
 
     {
-      "format": "seq2seq-vocab", "version": 1,
+      "format": "seq2seq-vocab", "version": 2,
       "input_tokens":  ["a", "b", ...],      # one-hot position i <-> token i
       "target_tokens": ["\\t", "\\n", ...],  # must contain start and end tokens
       "start_token": "\\t", "end_token": "\\n",
@@ -60,12 +60,15 @@ LONG_POLICIES = ("error", "truncate")
 
 @dataclass(frozen=True)
 class InputPadding:
+    """Where input padding goes and what fills it (``vocab.json``'s ``padding``)."""
     side: str = "left"  # "left": padding before the text; "right": after it
     token: str | None = None  # None: all-zero rows; else the input token used as padding
 
 
 @dataclass(frozen=True)
 class Vocabulary:
+    """The token tables and the input encoding rule of ``vocab.json`` (see the module's
+    docstring); checked on construction, which raises VocabularyError."""
     input_tokens: tuple[str, ...]
     target_tokens: tuple[str, ...]
     start_token: str
@@ -120,18 +123,22 @@ class Vocabulary:
     # -- derived tables -------------------------------------------------
     @cached_property
     def input_index(self) -> dict[str, int]:
+        """Input token -> its id."""
         return {t: i for i, t in enumerate(self.input_tokens)}
 
     @cached_property
     def target_index(self) -> dict[str, int]:
+        """Target token -> its id."""
         return {t: i for i, t in enumerate(self.target_tokens)}
 
     @property
     def input_size(self) -> int:
+        """Number of input tokens (the width of an input one-hot row)."""
         return len(self.input_tokens)
 
     @property
     def target_size(self) -> int:
+        """Number of target tokens (the width of the decoder's ``probs``)."""
         return len(self.target_tokens)
 
     @property
@@ -143,10 +150,12 @@ class Vocabulary:
 
     @property
     def start_id(self) -> int:
+        """Target id of the start token, the decoder's first input."""
         return self.target_index[self.start_token]
 
     @property
     def end_id(self) -> int:
+        """Target id of the end token, which stops decoding."""
         return self.target_index[self.end_token]
 
     # -- encoding -------------------------------------------------------
@@ -217,6 +226,7 @@ class Vocabulary:
         return table[ids]
 
     def one_hot_targets(self, ids: np.ndarray) -> np.ndarray:
+        """One-hot rows ``[batch, steps, target_size]``; id ``target_size`` is an all-zero row."""
         table = np.eye(self.target_size + 1, self.target_size, dtype=np.float32)
         return table[ids]
 
@@ -271,6 +281,7 @@ class Vocabulary:
 
     # -- serialisation --------------------------------------------------
     def to_dict(self) -> dict:
+        """The ``vocab.json`` object, at the current format version."""
         return {
             "format": VOCAB_FORMAT,
             "version": VOCAB_VERSION,
@@ -289,6 +300,8 @@ class Vocabulary:
 
     @classmethod
     def from_dict(cls, d: object) -> "Vocabulary":
+        """The vocabulary of a ``vocab.json`` object (any readable version); raises
+        VocabularyError naming what is missing or wrong."""
         _check(isinstance(d, dict), "vocabulary must be a JSON object")
         assert isinstance(d, dict)
         _check(d.get("format") == VOCAB_FORMAT,
@@ -315,11 +328,13 @@ class Vocabulary:
             raise VocabularyError(f"vocabulary field missing or of the wrong type: {e}") from None
 
     def save(self, path: str | Path) -> None:
+        """Write ``to_dict()`` to ``path`` as UTF-8 JSON."""
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n",
                               encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocabulary":
+        """Read a ``vocab.json`` file; raises VocabularyError naming the file and the fault."""
         path = Path(path)
         try:
             d = json.loads(path.read_text(encoding="utf-8"))

@@ -553,3 +553,21 @@ def test_ort_files_decode_identically_with_their_own_parity_proof(tiny_run, refe
         runtime.load(out, precision="int8").translate(heldout)
     with pytest.raises(InputError, match="does not run on the tflite backend"):
         runtime.load(out, backend="tflite", file_format="ort")
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(formats=()), "formats is empty"),
+    (dict(formats=("onnx", "coreml")), "formats must be among"),
+    (dict(quantize=("int4",)), "quantize must be among"),
+    (dict(formats=("onnx",), quantize=("fp16",)), "fp16 variants are TFLite files"),
+    (dict(formats=("tflite",), ort=True), "--ort needs the onnx format"),
+    (dict(opset=99), "opset must be an integer from 7 to 21"),
+    (dict(tflite_encoder="fast"), "TFLite encoder form must be one of"),
+])
+def test_export_options_refuse_what_cannot_be_written(change, message):
+    """The notebook API gets the command line's checks (before, fp16 with ONNX alone
+    quietly wrote no fp16 file)."""
+    import export
+
+    with pytest.raises(InputError, match=message):
+        export.ExportOptions(**change).validate()

@@ -82,3 +82,26 @@ def test_runtime_and_corpus_commands_share_their_decode_options():
     shared = {"--backend", "--precision", "--threads", "--beam", "--length-penalty",
               "--max-length", "--skip-unknown", "--unk", "--truncate", "--version"}
     assert shared <= flags(runtime_parser()) and shared <= flags(corpus_parser())
+
+
+def _undocumented(package: str) -> list[str]:
+    """Public module-level functions and classes, and public methods of public
+    classes, of ``package`` that have no docstring."""
+    missing = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or node.name[0] == "_":
+                continue
+            if ast.get_docstring(node) is None:
+                missing.append(f"{path.relative_to(ROOT)}:{node.name}")
+            for member in node.body if isinstance(node, ast.ClassDef) else ():
+                if (isinstance(member, ast.FunctionDef) and member.name[0] != "_"
+                        and ast.get_docstring(member) is None):
+                    missing.append(f"{path.relative_to(ROOT)}:{node.name}.{member.name}")
+    return missing
+
+
+@pytest.mark.parametrize("package", ["runtime", "export"])
+def test_every_public_name_has_a_docstring(package):
+    assert _undocumented(package) == []

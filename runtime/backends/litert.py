@@ -95,6 +95,9 @@ class _Graph:
 
 
 class LiteRTBackend(Backend):
+    """The artifact's ``.tflite`` graphs run by LiteRT on the CPU, each graph served by a
+    pool of interpreters (see the module's docstring)."""
+
     name = "tflite"
 
     def __init__(self, graphs: dict, threads: int = 1):
@@ -108,12 +111,16 @@ class LiteRTBackend(Backend):
             self.has_fused = True
 
     def encode(self, input_ids):
+        """``input_ids`` int32 ``[batch, steps]`` -> the decoder's initial state."""
         return tuple(self._encoder(input_ids))
 
     def step(self, token, state):
+        """One decoder step: ``(probs, state, next_token, attention)``, as ``Backend.step``."""
         return split_step(self._step(token, *state), state, self._step_out)
 
     def greedy(self, input_ids):
+        """The fused greedy graph: ``(output_ids, lengths)``; raises NotImplementedError when
+        the artifact has none."""
         if self._greedy is None:
             return super().greedy(input_ids)
         ids, lengths = self._greedy(input_ids)

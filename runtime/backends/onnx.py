@@ -25,6 +25,9 @@ def _import_ort():
 
 
 class OnnxBackend(Backend):
+    """The artifact's ONNX (or ORT-format) graphs run by ONNX Runtime on ``device``; raises
+    BackendError when the device's provider is missing rather than fall back to the CPU."""
+
     name = "onnx"
 
     def __init__(self, graphs: dict, device: str = "cpu", threads: int = 1,
@@ -89,13 +92,17 @@ class OnnxBackend(Backend):
         return [np.concatenate(column) for column in zip(*rows)]
 
     def encode(self, input_ids):
+        """``input_ids`` int32 ``[batch, steps]`` -> the decoder's initial state."""
         return tuple(self._run(self._encoder, self._enc_out, {"input_ids": input_ids}))
 
     def step(self, token, state):
+        """One decoder step: ``(probs, state, next_token, attention)``, as ``Backend.step``."""
         out = self._run(self._step, self._step_out, dict(zip(self._step_in, (token, *state))))
         return split_step(out, state, self._step_out)
 
     def greedy(self, input_ids):
+        """The fused greedy graph: ``(output_ids, lengths)``; raises NotImplementedError when
+        the artifact has none."""
         if self._greedy is None:
             return super().greedy(input_ids)
         ids, lengths = self._run(self._greedy, self._greedy_out, {"input_ids": input_ids})

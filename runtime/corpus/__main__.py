@@ -9,6 +9,7 @@ from ..errors import Seq2SeqError
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command's argument parser."""
     p = argparse.ArgumentParser(
         prog="python -m runtime.corpus",
         description="Translate a text file (one input a line), a folder of .txt files, or "
@@ -58,6 +59,8 @@ def _progress(stream):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command on ``argv`` (default: ``sys.argv``); returns the exit code (2 on a
+    toolkit error, printed to standard error)."""
     args = parser().parse_args(argv)
     for name in ("workers", "shard_size", "threads", "batch_size", "beam"):
         if getattr(args, name) < 1:

@@ -25,6 +25,7 @@ MAX_RESTARTS = 3
 
 @dataclass(frozen=True)
 class ShardDone:
+    """A shard a worker finished and wrote: its line and reject counts."""
     index: int
     lines: int
     rejects: int
@@ -103,6 +104,10 @@ class RayTranslator:
 
 def run_ray(artifact: str, options: CorpusOptions, texts: list[str], plan: dict,
             store: ShardStore, workers: int, address: str | None, on_done, log) -> None:
+    """``plan``: shard index -> (first line, end line) of the shards still to do, run on
+    Ray Data over ``workers`` actors (joining ``address``, else starting a local Ray);
+    each shard is written to ``store`` and passed to ``on_done`` as a ShardDone. Raises
+    EngineError when Ray is not installed or returns a shard incomplete."""
     try:
         import ray
         import ray.data

@@ -19,6 +19,8 @@ ENGINES = ("local", "ray")
 
 @dataclass
 class Summary:
+    """What ``translate_corpus`` did: ``lines`` translated by this run, ``rejects`` in the
+    whole output, the engine's wall-clock ``seconds``, and per-worker totals."""
     lines: int = 0
     rejects: int = 0
     seconds: float = 0.0
@@ -29,6 +31,7 @@ class Summary:
 
     @property
     def lines_per_s(self) -> float:
+        """``lines`` per second of ``seconds``; 0.0 when ``seconds`` is 0."""
         return self.lines / self.seconds if self.seconds else 0.0
 
 
@@ -63,6 +66,8 @@ def translate_corpus(artifact: str | Path, source: str | Path, out: str | Path,
 
 
 def check_options(translator: ShardTranslator) -> None:
+    """Raise InputError for options the translator's model cannot run: decode options out
+    of range, ``unknown="unk"`` without an unknown token, or a bad batch size."""
     o, vocab = translator.options, translator.model.vocabulary
     DecodeOptions(o.beam_size, o.max_length, o.length_penalty).validate(vocab.max_output_length)
     if o.unknown == "unk" and vocab.unknown_token is None:

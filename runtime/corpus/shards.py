@@ -19,6 +19,7 @@ MANIFEST = "manifest.json"
 
 
 def fingerprint(texts: list[str]) -> str:
+    """sha256 (hex) of the inputs, one per line, for the manifest to tie a run to them."""
     digest = hashlib.sha256()
     for text in texts:
         digest.update(text.encode("utf-8", "surrogatepass") + b"\n")
@@ -77,11 +78,15 @@ class OutputLock:
 
 
 class ShardStore:
+    """The shard files of a run on ``out``, in ``OUTPUT.parts/``, with its manifest; also
+    writes the final output and rejects files."""
+
     def __init__(self, out: Path):
         self.out = Path(out)
         self.dir = self.out.with_name(self.out.name + ".parts")
 
     def path(self, index: int) -> Path:
+        """The file of shard ``index``."""
         return self.dir / f"shard-{index:06d}.jsonl"
 
     def check_outputs(self, force: bool) -> None:
@@ -153,6 +158,8 @@ class ShardStore:
         self._atomic(self.path(index), "\n".join(lines) + "\n")
 
     def read(self, index: int) -> list[list]:
+        """Shard ``index``'s rows, [line number, output, reason]; raises OSError or ValueError
+        when the file is missing or damaged."""
         text = self.path(index).read_text(encoding="utf-8")
         return [json.loads(line) for line in text.splitlines()]
 
@@ -182,4 +189,5 @@ class ShardStore:
 
     @property
     def rejects_path(self) -> Path:
+        """``OUTPUT.rejects.tsv``, beside the output."""
         return self.out.with_name(self.out.name + ".rejects.tsv")

@@ -10,6 +10,7 @@ from ..errors import InputError
 
 @dataclass(frozen=True)
 class CorpusOptions:
+    """How every worker loads the model and decodes its lines."""
     backend: str = "onnx"  # "onnx" or "tflite"
     precision: str = "fp32"  # or a quantized variant the artifact has
     threads: int = 1  # backend threads per worker
@@ -24,6 +25,7 @@ class CorpusOptions:
     length_penalty: float = 1.0
 
     def as_dict(self) -> dict:
+        """The options as a plain dict (for the manifest and for Ray actors)."""
         return asdict(self)
 
 
