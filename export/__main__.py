@@ -37,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
                    help="trained model: a .keras file (Keras 3, or Keras 2 as tf.keras "
                    "2.13+ wrote it) or a .h5 file")
     p.add_argument("--vocab", metavar="FILE",
-                   help="vocabulary JSON (see README); default: vocab.json beside the model")
+                   help="vocabulary JSON (format: docs/training.md); default: vocab.json beside "
+                        "the model")
     p.add_argument("--out", metavar="DIR", help="artifact directory; default: "
                    "'artifact' beside the model")
     p.add_argument("--formats", type=comma_list(FORMATS), default=list(FORMATS),

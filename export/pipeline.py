@@ -472,7 +472,7 @@ def run(args) -> int:
     vocab_path = Path(args.vocab) if args.vocab else model_path.parent / "vocab.json"
     if not args.vocab and not vocab_path.exists():
         raise VocabularyError(f"no vocabulary: {vocab_path} does not exist; pass --vocab FILE "
-                              "(format in README)")
+                              "(format in docs/training.md)")
     vocab = Vocabulary.load(vocab_path)
     out = Path(args.out) if args.out else model_path.parent / "artifact"
     texts_path = Path(args.check_texts) if args.check_texts else None

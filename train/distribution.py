@@ -27,7 +27,7 @@ def role_from_tf_config(text: str | None) -> Role:
     if not text:
         raise TrainingError("--strategy multiworker needs TF_CONFIG, e.g. "
                             '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                            '"task": {"type": "worker", "index": 0}} (README: Train)')
+                            '"task": {"type": "worker", "index": 0}} (docs/training.md)')
     try:
         config = json.loads(text)
         cluster, task = config["cluster"], config["task"]
