@@ -1,4 +1,4 @@
-"""Export pipeline: locate, convert, guard, write metadata, prove parity, promote."""
+"""Export pipeline, in steps: options, locate, write each format, record, prove, promote."""
 from __future__ import annotations
 
 import json
@@ -145,7 +145,7 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
     outdir.check_target(out, METADATA_FILE, force)
     model = load_keras_model(model_path)
     source = {"file": model_path.name, "sha256": sha256_file(model_path)}
-    return _export(model, source, vocab, out, options, texts, log, targets)
+    return build(model, source, vocab, out, options, texts, log, targets)
 
 
 def export_model(model, vocabulary: Vocabulary, out_dir: str | Path,
@@ -171,7 +171,7 @@ def export_model(model, vocabulary: Vocabulary, out_dir: str | Path,
     out = Path(out_dir)
     outdir.check_target(out, METADATA_FILE, force)
     source = {"file": None, "sha256": None, "note": f"in-memory keras.Model {model.name!r}"}
-    return _export(model, source, vocabulary, out, options, texts, log, targets)
+    return build(model, source, vocabulary, out, options, texts, log, targets)
 
 
 @dataclass(frozen=True)
@@ -422,8 +422,8 @@ def _quality(metadata: dict, vocab: Vocabulary, outputs: dict, beams: dict, targ
     return truth
 
 
-def _export(model, source: dict, vocab: Vocabulary, out: Path, options: ExportOptions,
-            texts: list[str] | None, log, targets=None) -> ExportResult:
+def build(model, source: dict, vocab: Vocabulary, out: Path, options: ExportOptions,
+          texts: list[str] | None, log, targets=None) -> ExportResult:
     """Locate, write every format, record, prove, promote: nothing reaches ``out``
     unless every fatal check passed."""
     from family.structure import check_vocabulary, locate
