@@ -13,6 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+# TensorFlow's info and warning lines (training and export) would bury the check's own.
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 CACHE=.cache/arm64
 ROOT=$CACHE/root
 SITE=$CACHE/site
