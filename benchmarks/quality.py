@@ -1,9 +1,19 @@
 """Quality per path and decoding mode against the held-out truth, in the same run as
 the timings: greedy on every path (Keras's reference decoder included), beam-4 on
-every step loop. A faster path is only worth having if it keeps the answers."""
+every step loop. A faster path is only worth having if it keeps the answers.
+
+``python -m benchmarks.quality ARTIFACT`` measures one exported artifact on a whole
+pair file (by default the held-out pairs of the run it came from): exact match,
+chrF, CER, and for a pronunciation lexicon WER and PER, greedy and beam-K."""
 from __future__ import annotations
 
-from family.quality import measure
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from family.quality import is_lexicon, lexicon_rates, measure
 
 BEAM = 4
 
@@ -47,3 +57,77 @@ def table(rows: list[dict]) -> list[str]:
                   f"{r['bleu']:.1f} | {r['cer']:.2%} | {r.get('differ_from_greedy', '')} | "
                   f"{r.get('shorter_than_truth', '')} |")
     return md
+
+
+def parser() -> argparse.ArgumentParser:
+    from runtime.cli import add_model_options, add_version
+
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.quality",
+        description="Decode every input of a pair file with an exported artifact, greedy "
+                    "and with beam search, and report the quality against the file's "
+                    "targets (an input's lines all count as right answers): exact match, "
+                    "chrF, CER, and for characters-in, tokens-out models (a pronunciation "
+                    "lexicon) the field's WER (words with any token wrong) and PER "
+                    "(token edit rate).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_version(p)
+    p.add_argument("artifact", help="the artifact directory (python -m export's --out)")
+    p.add_argument("--pairs", metavar="FILE", default=None,
+                   help="input<TAB>target file (default: heldout.tsv beside the artifact, "
+                        "the held-out pairs of the training run it came from)")
+    p.add_argument("--beam", type=int, nargs="+", default=[1, BEAM], metavar="K",
+                   help="beam sizes to measure (1: greedy)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--json", metavar="FILE", default=None, help="also write the rows as JSON")
+    add_model_options(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from family.pairs import read_pairs
+    from runtime import load
+    from runtime.errors import DataError, Seq2SeqError
+
+    args = parser().parse_args(argv)
+    if min(args.beam) < 1 or args.batch_size < 1:
+        parser().error("--beam sizes and --batch-size must be positive")
+    try:
+        model = load(args.artifact, backend=args.backend, precision=args.precision,
+                     threads=args.threads)
+        path = Path(args.pairs) if args.pairs else Path(args.artifact).resolve().parent / "heldout.tsv"
+        if not args.pairs and not path.exists():
+            raise DataError(f"{path} does not exist: pass --pairs FILE")
+        vocab = model.config.vocabulary
+        cases: dict[str, list[str]] = {}
+        for source, target in read_pairs(path).pairs:  # an input's lines: one case
+            written = vocab.decode_target(vocab.encode_target(target))
+            cases.setdefault(source, []).append(written)
+        texts, targets = list(cases), list(cases.values())
+        lexicon = is_lexicon(vocab.unit, vocab.target_unit)
+        rows = []
+        for k in args.beam:
+            started = time.monotonic()
+            out = model.translate(texts, beam_size=k, batch_size=args.batch_size)
+            q = measure(out, targets, char_level=vocab.target_unit == "char")
+            rows.append({"mode": "greedy" if k == 1 else f"beam-{k}", **q.as_dict(),
+                         **({"lexicon": lexicon_rates(q)} if lexicon else {}),
+                         "seconds": round(time.monotonic() - started, 1)})
+            rates = rows[-1].get("lexicon")
+            shown = f"WER {rates['wer']:.2%}, PER {rates['per']:.2%}, " if rates else ""
+            print(f"{rows[-1]['mode']}: {len(texts)} inputs, {shown}exact match "
+                  f"{q.exact_match:.2%}, chrF {q.chrf:.1f}, CER {q.cer:.2%} "
+                  f"({rows[-1]['seconds']} s)", flush=True)
+    except Seq2SeqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        Path(args.json).write_text(json.dumps({"artifact": args.artifact, "pairs": str(path),
+                                               "backend": args.backend,
+                                               "precision": args.precision, "rows": rows},
+                                              indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

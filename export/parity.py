@@ -147,30 +147,40 @@ def decode_checks(directory: Path, variants: list[tuple[str, str]],
 
 
 def truth_checks(outputs: dict[str, list[str]], targets: list[list[str]],
-                 char_level: bool = True):
+                 char_level: bool = True, lexicon: bool = False):
     """Each variant's quality against the right answers (``targets``: the references
-    of each input; any one counts as right): exact match and chrF. A quantized
-    variant that loses more than ``MAX_ACCURACY_LOSS`` exact match or
-    ``MAX_CHRF_LOSS`` chrF points against its format's fp32 gets a (non-fatal)
-    warning. Returns the checks and the quality by variant."""
-    from family.quality import measure
+    of each input; any one counts as right): exact match and chrF, and for a
+    pronunciation lexicon (``lexicon``) its WER and PER as well. A variant is named
+    ``format/precision``, a fused graph's ``format/precision fused``. A quantized
+    variant that loses more than ``MAX_ACCURACY_LOSS`` exact match (WER: the same
+    share) or ``MAX_CHRF_LOSS`` chrF points against its format's fp32 of the same
+    path gets a (non-fatal) warning. Returns the checks and the quality by variant."""
+    from family.quality import lexicon_rates, measure
 
     judged = {name: measure(out, targets, char_level) for name, out in outputs.items()}
+    figures = [("exact match", lambda q: q.exact_match, MAX_ACCURACY_LOSS, 1,
+                lambda v: f"{v:.1%}"),
+               ("chrF", lambda q: q.chrf, MAX_CHRF_LOSS, 1, lambda v: f"{v:.1f}")]
+    if lexicon:  # lower is better: the sign turns the loss around
+        figures += [("WER", lambda q: lexicon_rates(q)["wer"], MAX_ACCURACY_LOSS, -1,
+                     lambda v: f"{v:.2%}"),
+                    ("PER", lambda q: lexicon_rates(q)["per"], None, -1,
+                     lambda v: f"{v:.2%}")]
     checks = []
     for name, q in judged.items():
-        fmt, precision = name.split("/")
-        base = judged.get(f"{fmt}/fp32")
-        for what, value, loss, shown in (
-                ("exact match", q.exact_match, MAX_ACCURACY_LOSS, lambda v: f"{v:.1%}"),
-                ("chrF", q.chrf, MAX_CHRF_LOSS, lambda v: f"{v:.1f}")):
+        fmt, rest = name.split("/", 1)
+        precision, *path = rest.split(" ", 1)
+        base = judged.get(" ".join([f"{fmt}/fp32", *path]))
+        for what, figure, loss, sign, shown in figures:
+            value = figure(q)
             label = f"{what} vs truth ({len(targets)} inputs)"
-            if precision == "fp32" or base is None:
+            if precision == "fp32" or base is None or loss is None:
                 checks.append(Check(name, label, value, "reported", True, fatal=False))
                 continue
-            ref = getattr(base, "exact_match" if what == "exact match" else "chrf")
-            checks.append(Check(name, label, value,
-                                f">= {shown(ref)} - {shown(loss)} (fp32's)",
-                                ref - value <= loss + 1e-9, fatal=False))
+            ref, op = figure(base), ">=" if sign > 0 else "<="
+            bound = f"{op} {shown(ref)} {'-' if sign > 0 else '+'} {shown(loss)} (fp32's)"
+            checks.append(Check(name, label, value, bound,
+                                sign * (ref - value) <= loss + 1e-9, fatal=False))
     return checks, judged
 
 
@@ -263,16 +273,19 @@ def fused_checks(directory: Path, variants: list[tuple[str, str]], texts: list[s
                  keras_out: list[str], fp32_out: dict[str, list[str]]):
     """Each fused greedy graph against Keras (fp32) or its format's fp32 decodes
     (quantized), and against the step loop of the same variant at batch 1; then the
-    time of both paths per sentence (batch 1), so the runtime can take the faster."""
+    time of both paths per sentence (batch 1), so the runtime can take the faster.
+    Returns the checks, the timings and each fused graph's decodes (by
+    ``format/precision fused``)."""
     import time
 
-    checks, timing = [], {}
+    checks, timing, decoded = [], {}, {}
     for fmt, precision in variants:
         name = f"{fmt}/{precision}"
         where = dict(backend=FILE_FORMATS[fmt], precision=precision, file_format=fmt)
         step = _load(directory, greedy="step", **where)
         fused = _load(directory, greedy="fused", **where)
         fused_out = fused.translate(texts, batch_size=256)
+        decoded[f"{name} fused"] = fused_out
         checks.append(_strings_check(f"{name} fused", fmt, precision, fused_out, keras_out,
                                      fp32_out))
         one_by_one = [fused.translate([t])[0] for t in texts[:50]]
@@ -292,7 +305,7 @@ def fused_checks(directory: Path, variants: list[tuple[str, str]], texts: list[s
                     model.translate([t])
                 best[path] = min(best[path], (time.perf_counter() - started) / len(sample))
         timing[name] = {path: b * 1e6 for path, b in best.items()}
-    return checks, timing
+    return checks, timing, decoded
 
 
 def fastest(timing_us: dict[str, float]) -> str:
@@ -305,7 +318,8 @@ def table(checks: list[Check]) -> str:
     bound and result (a failed non-fatal check is labelled by what it measures)."""
     rows = [("variant", "check", "value", "bound", "result")]
     for c in checks:
-        share = c.what.startswith(("greedy", "batch 1", "exact match", "sampling")) or (
+        share = c.what.startswith(("greedy", "batch 1", "exact match", "sampling", "WER",
+                                   "PER")) or (
             c.what.startswith("beam") and "mean" not in c.what)
         value = f"{c.value:.2%}" if share else f"{c.value:.3g}"
         result = "ok" if c.ok else "FAIL" if c.fatal else (

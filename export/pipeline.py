@@ -382,18 +382,19 @@ def prove(staging: Path, metadata: dict, model, vocab: Vocabulary, texts: list[s
     checks += decode
     modes, beams = parity.mode_checks(staging, variants, texts, outputs, targets)
     checks += modes
-    if targets:
-        checks += _quality(metadata, vocab, outputs, beams, targets)
     with_fused = sorted({(e["format"], e["precision"]) for e in metadata["graphs"]
                          if e["name"] == "greedy"})
+    fused_out = {}
     if with_fused:
         fp32_out = {name.split("/")[0]: out for name, out in outputs.items()
                     if name.endswith("/fp32")}
-        fused_checks, timing = parity.fused_checks(staging, with_fused, texts, keras_out,
-                                                   fp32_out)
+        fused_checks, timing, fused_out = parity.fused_checks(staging, with_fused, texts,
+                                                              keras_out, fp32_out)
         checks += fused_checks
         metadata["greedy_timing_us"] = timing
         metadata["greedy_path"] = {fmt: parity.fastest(t) for fmt, t in timing.items()}
+    if targets:
+        checks += _quality(metadata, vocab, {**outputs, **fused_out}, beams, targets)
     log(parity.table(checks))
     failed = [c for c in checks if c.fatal and not c.ok]
     if failed:
@@ -410,15 +411,25 @@ def prove(staging: Path, metadata: dict, model, vocab: Vocabulary, texts: list[s
 
 
 def _quality(metadata: dict, vocab: Vocabulary, outputs: dict, beams: dict, targets) -> list:
-    """Each variant's quality against the truth, recorded as ``accuracy``."""
+    """Each variant's greedy quality against the truth (step loops and fused graphs)
+    and beam-4's on each step loop, recorded as ``accuracy``; for a pronunciation
+    lexicon also as WER and PER (``lexicon``)."""
+    from family.quality import is_lexicon, lexicon_rates
+
     char_level = vocab.target_unit == "char"
-    truth, judged = parity.truth_checks(outputs, targets, char_level)
+    lexicon = is_lexicon(vocab.unit, vocab.target_unit)
+    truth, judged = parity.truth_checks(outputs, targets, char_level, lexicon)
     beam_quality = parity.truth_checks(beams, targets, char_level)[1]
+    beam = f"beam{parity.BEAM_WIDTH}"
     metadata["accuracy"] = {
         "pairs": len(targets),
         "exact_match": {k: q.exact_match for k, q in judged.items()},
         "quality": {k: q.as_dict() for k, q in judged.items()},
-        f"beam{parity.BEAM_WIDTH}_quality": {k: q.as_dict() for k, q in beam_quality.items()}}
+        f"{beam}_quality": {k: q.as_dict() for k, q in beam_quality.items()}}
+    if lexicon:
+        metadata["accuracy"]["lexicon"] = {
+            "greedy": {k: lexicon_rates(q) for k, q in judged.items()},
+            beam: {k: lexicon_rates(q) for k, q in beam_quality.items()}}
     return truth
 
 

@@ -67,3 +67,23 @@ def measure(outputs: Sequence[str], targets: Sequence, char_level: bool = True) 
 
     return Quality(hits / len(outputs), chrf, bleu, rate(list), rate(str.split),
                    len(outputs))
+
+
+def is_lexicon(unit: str, target_unit: str) -> bool:
+    """Characters in, whitespace-separated tokens out: a pronunciation lexicon
+    (grapheme to phoneme), where each input is one word."""
+    return unit == "char" and target_unit == "word"
+
+
+def lexicon_rates(q: Quality) -> dict:
+    """The grapheme-to-phoneme field's two figures (Rao et al. 2015; Bisani and Ney
+    2008): WER, the share of words whose output matches none of its references
+    (1 - exact match), and PER, phone edits over reference phones against each
+    word's closest reference (``Quality.wer``, whose words are the phones)."""
+    return {"wer": round(1 - q.exact_match, 6), "per": round(q.wer, 6)}
+
+
+def lexicon_line(q: Quality) -> str:
+    r = lexicon_rates(q)
+    return (f"WER {r['wer']:.2%} (words with a phone wrong), PER {r['per']:.2%} "
+            f"(phone edit rate)")

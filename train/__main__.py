@@ -14,7 +14,11 @@ from runtime.cli import add_version
 from runtime.errors import Seq2SeqError
 
 DEFAULTS = dict(samples=30000, epochs=8, batch_size=64, latent_dim=256, seed=0,
-                test_size=500, val_split=0.1, patience=2)
+                test_size=500, val_split=0.1, patience=3, val_decode=500)
+# --epochs is an upper bound: the built-in generated sets learn within the demo's 8;
+# real data (a file, the CMU dictionary) trains until the validation metric stops
+# improving for --patience epochs.
+EPOCHS_REAL_DATA = 100
 
 
 def positive(kind):
@@ -40,30 +44,53 @@ def parser() -> argparse.ArgumentParser:
     add_version(p)
     p.add_argument("--data", metavar="FILE", help="input<TAB>target[<TAB>...] UTF-8 file; "
                    "omit for a built-in data set (--builtin)")
-    p.add_argument("--builtin", choices=("dates", "numbers"), default="dates",
+    p.add_argument("--builtin", choices=("dates", "numbers", "cmudict"), default="dates",
                    help="the built-in data set used without --data: dates in seven "
-                        "languages -> ISO 8601, or English number words up to millions "
-                        "-> digits (long inputs: a task where attention matters)")
+                        "languages -> ISO 8601; English number words up to millions "
+                        "-> digits (long inputs: a task where attention matters); or "
+                        "cmudict, the CMU Pronouncing Dictionary (words -> ARPAbet "
+                        "phones, from the cmudict package; a fixed split by word, "
+                        "reported as WER and PER)")
     p.add_argument("--samples", type=positive(int), default=None,
                    help=f"pairs to use (file: the first N; built-in: N generated, "
-                        f"default {DEFAULTS['samples']})")
-    p.add_argument("--epochs", type=positive(int), default=DEFAULTS["epochs"])
+                        f"default {DEFAULTS['samples']}; cmudict: N words, default all)")
+    p.add_argument("--epochs", type=positive(int), default=None,
+                   help=f"at most this many epochs; training stops earlier when "
+                        f"--patience epochs bring no better one (default "
+                        f"{DEFAULTS['epochs']} for the generated dates and numbers, "
+                        f"{EPOCHS_REAL_DATA} for a file or cmudict)")
     p.add_argument("--batch-size", type=positive(int), default=DEFAULTS["batch_size"])
     p.add_argument("--latent-dim", type=positive(int), default=DEFAULTS["latent_dim"])
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--optimizer", choices=("rmsprop", "adam"), default="rmsprop",
                    help="rmsprop as in keras.io's example; adam often learns faster")
-    p.add_argument("--learning-rate", type=positive(float), default=1e-3, metavar="LR")
+    p.add_argument("--learning-rate", type=positive(float), default=1e-3, metavar="LR",
+                   help="the starting learning rate")
+    p.add_argument("--schedule", choices=("plateau", "none"), default="plateau",
+                   help="plateau: halve the learning rate when the validation loss has "
+                        "not fallen for half --patience epochs (at least 1), down to "
+                        "1/64 of the start; none: keep it")
+    p.add_argument("--monitor", choices=("exact-match", "loss"), default="exact-match",
+                   help="what makes an epoch the best (kept, and the one early stopping "
+                        "waits to beat): exact-match greedy-decodes --val-decode "
+                        "validation inputs after every epoch (ties go to the lower "
+                        "validation loss); loss is the validation loss alone (always, "
+                        "under --strategy multiworker)")
+    p.add_argument("--val-decode", type=positive(int), default=DEFAULTS["val_decode"],
+                   metavar="N", help="validation inputs decoded after every epoch for "
+                                     "--monitor exact-match")
     p.add_argument("--out", default="runs/latest", metavar="DIR", help="output directory")
     p.add_argument("--force", action="store_true", help="replace a finished output directory")
     p.add_argument("--test-size", type=positive(int), default=None,
                    help="held-out inputs (with all their targets), never trained on, for "
                         "the quality report (default: 10%% of the distinct inputs, at most "
-                        f"{DEFAULTS['test_size']})")
-    p.add_argument("--val-split", type=float, default=DEFAULTS["val_split"],
-                   help="fraction of the pairs used for validation (early stopping)")
+                        f"{DEFAULTS['test_size']}; cmudict's split is fixed)")
+    p.add_argument("--val-split", type=float, default=None,
+                   help=f"fraction of the distinct inputs used for validation (early "
+                        f"stopping; default {DEFAULTS['val_split']}; cmudict's split "
+                        f"is fixed)")
     p.add_argument("--patience", type=positive(int), default=DEFAULTS["patience"],
-                   help="epochs without val_loss improvement before stopping")
+                   help="epochs without a better one (see --monitor) before stopping")
     p.add_argument("--padding", choices=("left", "right"), default="left",
                    help="where input padding goes: left (text ends on the last encoder "
                         "step; learns far better) or right (keras.io)")
@@ -105,15 +132,31 @@ def parser() -> argparse.ArgumentParser:
                            "(AdditiveAttention), then Concatenate and Dense(tanh)")
     arch.add_argument("--mask", action="store_true",
                       help="Embedding(mask_zero=True): the encoder skips padding; needs "
-                           "--embedding-dim")
+                           "--embedding-dim. Batches are then padded only to their own "
+                           "longest input (much faster on data of mixed lengths)")
+    arch.add_argument("--dropout", type=float, default=0.0, metavar="P",
+                      help="input dropout inside every recurrent layer while training "
+                           "(Keras's dropout=; the exported graphs do not change)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if not args.data and args.builtin == "cmudict":
+        for flag, value in (("--test-size", args.test_size), ("--val-split", args.val_split)):
+            if value is not None:
+                parser().error(f"{flag}: the CMU dictionary's split is fixed (by word; "
+                               "see docs/training.md), so results compare across runs")
+    if args.val_split is None:
+        args.val_split = DEFAULTS["val_split"]
     if not 0 < args.val_split < 1:
         parser().error(f"--val-split must be between 0 and 1, got {args.val_split}")
+    if not 0 <= args.dropout < 1:
+        parser().error(f"--dropout must be at least 0 and below 1, got {args.dropout}")
+    if args.epochs is None:
+        real = bool(args.data) or args.builtin == "cmudict"
+        args.epochs = EPOCHS_REAL_DATA if real else DEFAULTS["epochs"]
     if args.embedding_dim < 0:
         parser().error(f"--embedding-dim must be 0 (one-hot) or positive, got "
                        f"{args.embedding_dim}")
@@ -151,7 +194,15 @@ def run(args) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
+def _load(args, data):
+    """The data's name, its train, validation and held-out pairs, and the split's
+    rule where it is fixed."""
+    if not args.data and args.builtin == "cmudict":
+        from . import cmudict
+
+        parts = cmudict.split(cmudict.load(), args.samples)
+        return ("built-in cmudict (the CMU Pronouncing Dictionary)", *parts,
+                cmudict.SPLIT_RULE)
     if args.data:
         loaded = data.read_pairs(args.data, limit=args.samples)
         pairs = loaded.pairs
@@ -171,11 +222,38 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
         if test_size < DEFAULTS["test_size"]:
             print(f"held-out set: {test_size} inputs (10% of the distinct inputs; "
                   "--test-size sets it)", flush=True)
-    train_pairs, val_pairs, test_pairs = data.split(pairs, test_size, args.val_split,
-                                                    args.seed)
+    return (source, *data.split(pairs, test_size, args.val_split, args.seed),
+            f"seeded shuffle of the distinct inputs (--seed {args.seed}); "
+            f"{test_size} held out, {args.val_split:g} of the rest validate")
+
+
+def _fit(args, arch, vocab, model, train_pairs, val_pairs, staging: Path, config, data,
+         fit):
+    """Keras's fit on length-bucketed batches, choosing the best epoch by
+    ``config.monitor`` on a fixed sample of the validation inputs."""
+    import random
+
+    ids = bool(arch.embedding_dim)
+    train = fit.Batches(vocab, train_pairs, args.batch_size, ids, trim_inputs=arch.mask,
+                        shuffle=True, seed=args.seed)
+    val = fit.Batches(vocab, val_pairs, args.batch_size, ids, trim_inputs=arch.mask,
+                      shuffle=False)
+    groups = data.group(val_pairs)
+    sample = random.Random(args.seed).sample(groups, min(args.val_decode, len(groups)))
+    inputs = "inputs and targets" if arch.mask else "targets (an unmasked encoder reads its padding)"
+    print(f"batches padded to their own longest {inputs}: {train.padded_share():.0%} of "
+          f"the steps are padding ({train.padded_share(False):.0%} if padded to the "
+          f"longest pair); best epoch by validation {args.monitor}"
+          + (f" ({len(sample)} inputs decoded per epoch)" if args.monitor == "exact-match"
+             else ""), flush=True)
+    return fit.fit(model, train, val, staging, config, sample)
+
+
+def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
+    source, train_pairs, val_pairs, test_pairs, split_rule = _load(args, data)
     print(f"data: {source}: {len(train_pairs)} train, {len(val_pairs)} validation, "
-          f"{len(test_pairs)} held-out pairs ({test_size} distinct inputs; every target of "
-          "an input stays with it)", flush=True)
+          f"{len(test_pairs)} held-out pairs ({len(data.group(test_pairs))} distinct "
+          "inputs; every target of an input stays with it)", flush=True)
 
     import keras
     import tensorflow as tf
@@ -188,8 +266,9 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
     everything = train_pairs + val_pairs + test_pairs
     arch = Architecture(args.cell, args.layers, args.bidirectional, args.embedding_dim,
                         args.mask, args.handoff, args.reset_after, args.logits,
-                        args.attention or "")
-    target_unit = args.target_unit or (args.unit if args.data else "char")
+                        args.attention or "", args.dropout)
+    target_unit = args.target_unit or (args.unit if args.data else
+                                       "word" if args.builtin == "cmudict" else "char")
     frame = ("[start]", "[end]") if target_unit == "word" else ("\t", "\n")
     vocab = Vocabulary.build([p[0] for p in everything], [p[1] for p in everything], *frame,
                              padding=InputPadding(side=args.padding),
@@ -215,17 +294,22 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
         (staging / rundir.HELDOUT_FILE).write_text(
             "".join(f"{a}\t{b}\n" for a, b in test_pairs), encoding="utf-8")
         started = time.monotonic()
-        train_arrays = fit.teacher_forcing_arrays(vocab, train_pairs, ids)
-        val_arrays = fit.teacher_forcing_arrays(vocab, val_pairs, ids)
-        config = fit.FitConfig(args.epochs, args.batch_size, args.patience,
-                               verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2)
-        if args.strategy == "multiworker":
+        verbose = 0 if args.quiet else 1 if sys.stdout.isatty() else 2
+        best_epoch = None
+        if args.strategy == "multiworker":  # its own loop: the best epoch by val_loss
             from . import multiworker
 
-            history, interrupted = multiworker.fit(model, train_arrays, val_arrays, staging,
-                                                   config, strategy, arch.logits)
+            config = fit.FitConfig(args.epochs, args.batch_size, args.patience, verbose)
+            history, interrupted = multiworker.fit(
+                model, fit.teacher_forcing_arrays(vocab, train_pairs, ids),
+                fit.teacher_forcing_arrays(vocab, val_pairs, ids), staging, config,
+                strategy, arch.logits)
         else:
-            history, interrupted = fit.fit(model, train_arrays, val_arrays, staging, config)
+            config = fit.FitConfig(args.epochs, args.batch_size, args.patience, verbose,
+                                   monitor=args.monitor.replace("-", "_"),
+                                   schedule=args.schedule)
+            history, interrupted, best_epoch = _fit(args, arch, vocab, model, train_pairs,
+                                                    val_pairs, staging, config, data, fit)
         seconds = time.monotonic() - started
         model_path = staging / rundir.MODEL_FILE
         digest = None
@@ -251,6 +335,7 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
         expected = [[vocab.decode_target(vocab.encode_target(t)) for t in targets]
                     for _, targets in held_out]
         judged = quality.measure(decoded, expected, char_level=target_unit == "char")
+        lexicon = quality.is_lexicon(vocab.unit, vocab.target_unit)
         hits = round(judged.exact_match * len(held_out))
         accuracy = judged.exact_match
         fit.plot_history(staging / rundir.HISTORY_FILE, staging / rundir.CURVE_FILE)
@@ -264,9 +349,11 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
             "distribution": {"strategy": type(strategy).__name__,
                              "replicas": int(strategy.num_replicas_in_sync),
                              **({"weights_sha256": digest} if digest else {})},
+            "split": split_rule, "best_epoch": best_epoch,
             "held_out_exact_match": accuracy,
             # Greedy decodes of the held-out inputs (Keras reference decoder).
             "held_out_quality": judged.as_dict(),
+            **({"held_out_lexicon": quality.lexicon_rates(judged)} if lexicon else {}),
             "examples": [{"input": source, "expected": targets[0], "decoded": d,
                           **({"alternatives": targets[1:]} if len(targets) > 1 else {})}
                          for (source, targets), d in list(zip(held_out, decoded))[:10]],
@@ -283,6 +370,8 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
         print(f"  {mark} {example['input']!r} -> {example['decoded']!r}")
     print(f"held-out exact match (greedy, Keras reference decoder): {hits}/{len(held_out)} "
           f"= {accuracy:.1%}; {judged.line()}")
+    if lexicon:
+        print(f"held-out {quality.lexicon_line(judged)}")
     print(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
     return 130 if interrupted else 0
 

@@ -37,6 +37,9 @@ class Architecture:
     # encoder layer's outputs; context and decoder output are joined by
     # Concatenate, then Dense(tanh) (Luong's attentional hidden state).
     attention: str = ""
+    # Keras's own input dropout inside every recurrent layer (``dropout=``), while
+    # training only: export reads the weights, so the graphs are unchanged.
+    dropout: float = 0.0
 
     def __post_init__(self):
         if self.cell not in CELLS:
@@ -47,6 +50,8 @@ class Architecture:
             raise ValueError("mask needs an Embedding (embedding_dim > 0)")
         if self.handoff not in ("each", "last"):
             raise ValueError(f"handoff must be each or last, got {self.handoff!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.attention and self.attention not in ATTENTION:
             raise ValueError(f"attention must be one of {tuple(ATTENTION)}, got "
                              f"{self.attention!r}")
@@ -55,6 +60,8 @@ class Architecture:
 def _rnn(arch: Architecture, units: int, **kwargs):
     if arch.cell == "gru":
         kwargs["reset_after"] = arch.reset_after
+    if arch.dropout:
+        kwargs["dropout"] = arch.dropout
     return CELLS[arch.cell].keras_class(units, **kwargs)
 
 
@@ -114,8 +121,11 @@ OPTIMIZERS = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam
 
 def compile_model(model: keras.Model, logits: bool = False, optimizer: str = "rmsprop",
                   learning_rate: float = 1e-3) -> None:
-    # RMSprop at Keras's default rate, as in the seed; weighted metrics so padding
-    # steps (weight 0) do not count.
+    # RMSprop at Keras's default rate, as in the seed. The loss is the mean over real
+    # target tokens (weight 1; padding has 0): Keras's default divides by every step
+    # of the batch, padding included, so a batch's loss would depend on how far it is
+    # padded. Weighted metrics, so padding steps do not count there either.
     model.compile(optimizer=OPTIMIZERS[optimizer](learning_rate=learning_rate),
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=logits),
+                  loss=keras.losses.CategoricalCrossentropy(
+                      from_logits=logits, reduction="mean_with_sample_weight"),
                   weighted_metrics=["accuracy"])

