@@ -168,3 +168,17 @@ def test_corpus_benchmark_reports_scaling_and_sizing(tiny_artifact, tmp_path):
     sizing = result["sizing"]
     assert sizing["workers_needed"] >= 1 and sizing["daily_lines"] == 100_000_000
     assert "Sizing on paper" in (out / "report.md").read_text()
+
+
+def test_training_benchmark_times_both_paddings_on_the_same_pairs(tmp_path):
+    """Per-batch padding against padding to the longest pair: both timed, and the
+    padding shares from the batches themselves (cutting can only remove padding)."""
+    out = tmp_path / "t.json"
+    done = run_module("benchmarks.training", "--words", "400", "--latent-dim", "16",
+                      "--rounds", "1", "--json", str(out), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result["epoch_seconds"]) == {"per_batch", "longest_pair"}
+    shares = result["padded_share"]
+    assert 0 <= shares["per_batch"] < shares["longest_pair"] < 1
+    assert result["speedup"] > 0 and "faster" in done.stdout
