@@ -286,3 +286,34 @@ def test_the_exported_g2p_model_reports_wer_for_every_variant(g2p_run):
     heldout = {ln.split("\t")[0] for ln in (out / "heldout.tsv").read_text().splitlines()}
     assert [r["mode"] for r in rows] == ["greedy", "beam-2"]
     assert all(r["count"] == len(heldout) and set(r["lexicon"]) == {"wer", "per"} for r in rows)
+
+
+def test_the_validation_decode_follows_the_weights_as_they_train(learned):
+    """The per-epoch exact match decodes with the weights of that epoch, attention
+    layer included: a model that starts untrained and is then given a learned
+    model's weights is judged as the learned model (Bahdanau's copied attention
+    layer once kept the weights it had when training began)."""
+    import keras
+
+    from family.pairs import read_pairs
+    from runtime.vocab import Vocabulary
+    from train.data import group
+    from train.fit import ValidationDecode
+
+    artifact, _ = learned("attention")
+    run = artifact.parent
+    model = keras.models.load_model(run / "model.keras")
+    vocab = Vocabulary.load(run / "vocab.json")
+    trained = model.get_weights()
+    untrained = keras.models.clone_model(model)
+    model.set_weights(untrained.get_weights())
+    groups = group(read_pairs(run / "heldout.tsv").pairs)[:200]
+    decode = ValidationDecode(vocab, groups)
+    decode.set_model(model)
+    decode.on_train_begin()
+    logs = {}
+    decode.on_epoch_end(0, logs)
+    assert logs["val_exact_match"] < 0.05
+    model.set_weights(trained)
+    decode.on_epoch_end(1, logs)
+    assert logs["val_exact_match"] >= 0.95

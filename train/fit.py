@@ -205,17 +205,15 @@ class ValidationDecode(keras.callbacks.Callback):
         # Targets as the model writes them (words single-spaced).
         self.refs = [{vocab.decode_target(vocab.encode_target(t)) for t in targets}
                      for _, targets in groups]
-        self.decoder = None
-
-    def on_train_begin(self, logs=None):
-        from family.reference import ReferenceDecoder
-
-        self.decoder = ReferenceDecoder(self.model, self.vocab)  # shares the weights
 
     def on_epoch_end(self, epoch, logs=None):
+        from family.reference import ReferenceDecoder
+
         if logs is None:
             return
-        decoded = self.decoder.greedy(self.texts)
+        # Built anew each epoch: its copy of an attention layer holds that layer's
+        # weights as they were when the copy was made.
+        decoded = ReferenceDecoder(self.model, self.vocab).greedy(self.texts)
         logs["val_exact_match"] = sum(d in r for d, r in zip(decoded, self.refs)) / len(decoded)
 
 
