@@ -161,13 +161,17 @@ def test_cli_exports_end_to_end_with_quantized_variants(tiny_run, tmp_path):
     truth = [ln.split("\t")[1] for ln in
              (tiny_run / "heldout.tsv").read_text(encoding="utf-8").splitlines()[:30]]
     accuracy = meta["accuracy"]
+    fused_graphs = {f"{g['format']}/{g['precision']} fused" for g in meta["graphs"]
+                    if g["name"] == "greedy"}
     assert accuracy["pairs"] == 30 and set(accuracy["exact_match"]) == {
-        f"{f}/{p}" for f, p in variants}
+        f"{f}/{p}" for f, p in variants} | fused_graphs
     import sacrebleu
 
     for name, value in accuracy["exact_match"].items():
-        fmt, precision = name.split("/")
-        got = runtime.load(out, backend=fmt, precision=precision, greedy="step").translate(texts)
+        fmt, rest = name.split("/")
+        precision, *path = rest.split(" ")  # "int8", or "int8 fused" for a fused graph
+        got = runtime.load(out, backend=fmt, precision=precision,
+                           greedy="fused" if path else "step").translate(texts)
         assert value == sum(a == b for a, b in zip(got, truth)) / 30, name
         (check,) = [c for c in meta["parity"]["checks"]
                     if c["variant"] == name and c["what"] == "exact match vs truth (30 inputs)"]
@@ -177,9 +181,10 @@ def test_cli_exports_end_to_end_with_quantized_variants(tiny_run, tmp_path):
         (chrf_check,) = [c for c in meta["parity"]["checks"]
                          if c["variant"] == name and c["what"] == "chrF vs truth (30 inputs)"]
         if precision != "fp32":
-            base = accuracy["exact_match"][f"{fmt}/fp32"]
+            fp32 = " ".join([f"{fmt}/fp32", *path])
+            base = accuracy["exact_match"][fp32]
             assert check["ok"] == (base - value <= 0.01)
-            base_chrf = accuracy["quality"][f"{fmt}/fp32"]["chrf"]
+            base_chrf = accuracy["quality"][fp32]["chrf"]
             assert chrf_check["ok"] == (base_chrf - chrf <= 1.0 + 1e-6)
     # Beam search and near-zero sampling are proven on each fp32 variant.
     for name in ("onnx/fp32", "tflite/fp32"):
@@ -484,14 +489,16 @@ def test_a_slightly_wrong_graph_fails_parity_and_writes_nothing(tiny_run, heldou
 
 
 @pytest.mark.parametrize("broken", ["beam", "sampling"])
-def test_export_proves_beam_search_and_sampling_on_the_model(tiny_run, heldout, tmp_path,
-                                                             monkeypatch, broken):
+def test_export_proves_beam_search_and_sampling_on_the_model(learned, tmp_path, monkeypatch,
+                                                             broken):
     """A beam search that cuts its answers one token short, or sampling that ignores
-    its temperature, fails export's fatal mode checks: no artifact is written."""
+    its temperature, fails export's fatal mode checks on a model that has learned
+    its task: no artifact is written."""
     from export.errors import ParityError
     from export.pipeline import export_artifact
     from runtime import decoding
 
+    artifact, pairs = learned("plain")  # made (and proven) before anything is broken
     if broken == "beam":
         real_beam = decoding.beam_search
         monkeypatch.setattr(decoding, "beam_search",
@@ -503,11 +510,13 @@ def test_export_proves_beam_search_and_sampling_on_the_model(tiny_run, heldout, 
                             top_k, rng: real_sample(backend, ids, start, end, steps, 1.0,
                                                     top_k, rng))
         wanted = "onnx/fp32 sampling T=0.0001 == greedy"
-    vocab = Vocabulary.load(tiny_run / "vocab.json")
+    run = artifact.parent
+    vocab = Vocabulary.load(run / "vocab.json")
     out = tmp_path / "art"
     with pytest.raises(ParityError) as err:
-        export_artifact(tiny_run / "model.keras", vocab, out, formats=("onnx",),
-                        texts=heldout, fused=False, log=lambda *a, **k: None)
+        export_artifact(run / "model.keras", vocab, out, formats=("onnx",),
+                        texts=[a for a, _ in pairs[:60]], fused=False,
+                        log=lambda *a, **k: None)
     assert wanted in str(err.value)
     assert not out.exists()
 

@@ -43,17 +43,18 @@ def test_structure_finds_layers_whatever_their_names_and_order():
 def test_loss_falls_on_tiny_data(tmp_path):
     import keras
 
-    from train.fit import FitConfig, fit, teacher_forcing_arrays
+    from train.fit import Batches, FitConfig, fit
     from train.model import build_model
 
     keras.utils.set_random_seed(0)
     pairs = data.date_pairs(300, seed=0)
     vocab = Vocabulary.build([p[0] for p in pairs], [p[1] for p in pairs])
     model = build_model(vocab.input_size, vocab.target_size, 32)
-    arrays = teacher_forcing_arrays(vocab, pairs)
-    history, interrupted = fit(model, arrays, arrays, tmp_path, FitConfig(5, 16, 5, verbose=0))
+    train = Batches(vocab, pairs, 16, ids=False, trim_inputs=False, shuffle=True)
+    val = Batches(vocab, pairs, 16, ids=False, trim_inputs=False, shuffle=False)
+    history, interrupted, best = fit(model, train, val, tmp_path, FitConfig(5, 16, 5, verbose=0))
     losses = [e["loss"] for e in history.epochs]
-    assert not interrupted and len(losses) == 5
+    assert not interrupted and len(losses) == 5 and 1 <= best <= 5
     assert losses[-1] < 0.8 * losses[0]
     assert (tmp_path / "model.keras").exists() and (tmp_path / "history.json").exists()
 

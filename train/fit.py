@@ -56,8 +56,9 @@ class Batches:
     the encoder skips padding (``trim_inputs``: an Embedding with ``mask_zero``);
     an unmasked encoder reads its padding, and at run time inputs are padded to
     the vocabulary's full length, so it trains on that. With ``shuffle``, pairs of
-    similar length share a batch (sorted within random windows of 64 batches) and
-    the order is drawn anew for every epoch, so little compute goes to padding.
+    similar length (of the sides that are cut) share a batch, sorted within random
+    windows of 64 batches, and the order is drawn anew for every epoch, so little
+    compute goes to padding.
     ``dataset()`` is what Keras's ``fit`` takes."""
 
     WINDOW = 64
@@ -82,7 +83,12 @@ class Batches:
         span = self.batch_size * self.WINDOW
         for start in range(0, n, span):
             window = perm[start:start + span]
-            window = window[np.lexsort((self.dec_len[window], self.enc_len[window]))]
+            # Sorted by what is cut: an unmasked encoder's inputs keep their full
+            # length, so there only the targets' lengths group the pairs (and pairs
+            # of one target length stay in random order).
+            keys = ((self.dec_len[window], self.enc_len[window]) if self.trim_inputs
+                    else (self.dec_len[window],))
+            window = window[np.lexsort(keys)]
             batches += [window[i:i + self.batch_size]
                         for i in range(0, len(window), self.batch_size)]
         return [batches[i] for i in self.rng.permutation(len(batches))]
