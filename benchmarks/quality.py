@@ -87,12 +87,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from family.pairs import read_pairs
     from runtime import load
-    from runtime.errors import DataError, Seq2SeqError
+    from runtime.errors import DataError, InputError, Seq2SeqError
 
     args = parser().parse_args(argv)
     if min(args.beam) < 1 or args.batch_size < 1:
         parser().error("--beam sizes and --batch-size must be positive")
     try:
+        if args.json and not Path(args.json).resolve().parent.is_dir():
+            raise DataError(f"--json {args.json}: its folder does not exist")
         model = load(args.artifact, backend=args.backend, precision=args.precision,
                      threads=args.threads)
         path = Path(args.pairs) if args.pairs else Path(args.artifact).resolve().parent / "heldout.tsv"
@@ -100,9 +102,14 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"{path} does not exist: pass --pairs FILE")
         vocab = model.config.vocabulary
         cases: dict[str, list[str]] = {}
-        for source, target in read_pairs(path).pairs:  # an input's lines: one case
-            written = vocab.decode_target(vocab.encode_target(target))
-            cases.setdefault(source, []).append(written)
+        for lineno, (source, target) in enumerate(read_pairs(path).pairs, start=1):
+            try:  # each line checked on its own, so an error names it
+                vocab.encode_inputs([source])
+                written = vocab.decode_target(vocab.encode_target(target))
+            except InputError as e:
+                raise DataError(f"{path}: pair {lineno}: {str(e).replace('input 0 ', 'input ')}"
+                                ) from None
+            cases.setdefault(source, []).append(written)  # an input's lines: one case
         texts, targets = list(cases), list(cases.values())
         lexicon = is_lexicon(vocab.unit, vocab.target_unit)
         rows = []
@@ -114,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                          **({"lexicon": lexicon_rates(q)} if lexicon else {}),
                          "seconds": round(time.monotonic() - started, 1)})
             rates = rows[-1].get("lexicon")
-            shown = f"WER {rates['wer']:.2%}, PER {rates['per']:.2%}, " if rates else ""
+            shown = (f"WER {rates['word_error_rate']:.2%}, PER "
+                     f"{rates['phone_error_rate']:.2%}, " if rates else "")
             print(f"{rows[-1]['mode']}: {len(texts)} inputs, {shown}exact match "
                   f"{q.exact_match:.2%}, chrF {q.chrf:.1f}, CER {q.cer:.2%} "
                   f"({rows[-1]['seconds']} s)", flush=True)

@@ -40,7 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     from train import cmudict, fit
     from train.model import Architecture, build_model
 
-    train_pairs = cmudict.split(cmudict.load(), args.words)[0]
+    from runtime.errors import Seq2SeqError
+
+    try:
+        train_pairs = cmudict.split(cmudict.load(), args.words)[0]
+    except Seq2SeqError as e:
+        print(f"error: --words {args.words}: {e}", file=sys.stderr)
+        return 2
     vocab = Vocabulary.build([a for a, _ in train_pairs], [b for _, b in train_pairs],
                              "[start]", "[end]", reserve_padding_id=True, target_unit="word")
     keras.utils.set_random_seed(0)

@@ -31,9 +31,12 @@ class Quality:
     def as_dict(self) -> dict:
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
-    def line(self) -> str:
+    def line(self, lexicon: bool = False) -> str:
+        """The figures in one line; for a lexicon without the token edit rate, which
+        ``lexicon_line`` shows as PER (its WER is another figure)."""
+        tail = "" if lexicon else f", WER {self.wer:.2%}"
         return (f"exact match {self.exact_match:.1%}, chrF {self.chrf:.1f}, BLEU "
-                f"{self.bleu:.1f}, CER {self.cer:.2%}, WER {self.wer:.2%}")
+                f"{self.bleu:.1f}, CER {self.cer:.2%}{tail}")
 
 
 def references_of(targets: Sequence) -> list[list[str]]:
@@ -60,7 +63,10 @@ def measure(outputs: Sequence[str], targets: Sequence, char_level: bool = True) 
     def rate(split) -> float:
         edits = length = 0
         for out, r in zip(outputs, refs):
-            ref = min(r, key=lambda x: Levenshtein.distance(split(out), split(x)))
+            # The closest reference; among equally close ones the longest, so the
+            # rate does not depend on the order the references come in.
+            ref = min(r, key=lambda x: (Levenshtein.distance(split(out), split(x)),
+                                        -len(split(x))))
             edits += Levenshtein.distance(split(out), split(ref))
             length += len(split(ref))
         return edits / max(length, 1)
@@ -77,13 +83,16 @@ def is_lexicon(unit: str, target_unit: str) -> bool:
 
 def lexicon_rates(q: Quality) -> dict:
     """The grapheme-to-phoneme field's two figures (Rao et al. 2015; Bisani and Ney
-    2008): WER, the share of words whose output matches none of its references
-    (1 - exact match), and PER, phone edits over reference phones against each
-    word's closest reference (``Quality.wer``, whose words are the phones)."""
-    return {"wer": round(1 - q.exact_match, 6), "per": round(q.wer, 6)}
+    2008), named in full because ``Quality.wer`` is another figure:
+    ``word_error_rate`` (the field's WER), the share of words whose output matches
+    none of its references (1 - exact match), and ``phone_error_rate`` (PER), phone
+    edits over reference phones against each word's closest reference
+    (``Quality.wer``, whose words are the phones)."""
+    return {"word_error_rate": round(1 - q.exact_match, 6),
+            "phone_error_rate": round(q.wer, 6)}
 
 
 def lexicon_line(q: Quality) -> str:
     r = lexicon_rates(q)
-    return (f"WER {r['wer']:.2%} (words with a phone wrong), PER {r['per']:.2%} "
-            f"(phone edit rate)")
+    return (f"WER {r['word_error_rate']:.2%} (words with a phone wrong), PER "
+            f"{r['phone_error_rate']:.2%} (phone edit rate)")

