@@ -95,9 +95,11 @@ def test_attention_maps_are_keras_weights(trained, backend):
             token = out
         real = ids[0] != vocab.pad_id
         assert amap.weights.shape == (len(amap.output_tokens), len(text))
-        np.testing.assert_allclose(amap.weights, np.array(rows)[:, real], atol=1e-5)
+        if rows:  # a briefly trained model may end at once: an empty map, checked above
+            np.testing.assert_allclose(amap.weights, np.array(rows)[:, real], atol=1e-5)
         if vocab.pad_id == 0:  # masked: padding gets no weight, real tokens all of it
             np.testing.assert_allclose(amap.weights.sum(axis=1), 1, atol=1e-5)
+    assert sum(bool(m.text) for m in maps) >= 3
 
 
 def test_beam_sampling_and_batches_run_with_the_memory(trained):
