@@ -40,7 +40,7 @@ G2P ?= runs/g2p/luong
 g2p: setup
 	$(PY) -m train --builtin cmudict --embedding-dim 64 --mask --bidirectional \
 		--attention luong --latent-dim 256 --optimizer adam --batch-size 128 \
-		--epochs 40 --patience 3 --out $(G2P) --force
+		--dropout 0.3 --epochs 20 --patience 3 --out $(G2P) --force
 	$(PY) -m export $(G2P)/model.keras --quantize int8 --force
 	$(PY) -m benchmarks.quality $(G2P)/artifact --beam 1 4 --json $(G2P)/quality.json
 	$(PY) -m benchmarks.quality $(G2P)/artifact --beam 1 4 --precision int8 \
