@@ -113,9 +113,10 @@ class Batches:
         return (enc, dec_in), self.vocab.one_hot_targets(dec_out), self.w[rows, :steps]
 
     def _epoch(self):
-        """One pass: each pass over ``dataset()`` calls this anew, one per epoch."""
+        """One pass over the batches of epoch ``self.epoch``, which Keras's epoch
+        counter sets (``EpochCounter``): a pass begun and dropped (a strategy may
+        start an iterator to look at the data) then changes no later epoch."""
         self.order = self._order()
-        self.epoch += 1
         for index in range(len(self.order)):
             yield self[index]
 
@@ -199,6 +200,18 @@ class StopOnInterrupt(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.received:
             self.model.stop_training = True
+
+
+class EpochCounter(keras.callbacks.Callback):
+    """Tell the training batches which epoch Keras is starting, so each epoch's
+    order is drawn from (seed, epoch)."""
+
+    def __init__(self, batches: "Batches"):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.epoch = epoch
 
 
 class ValidationDecode(keras.callbacks.Callback):
@@ -323,6 +336,7 @@ def fit(model: keras.Model, train: "Batches", val: "Batches", workdir: Path, cfg
     best epoch on disk and in the model. Returns the history callback, whether the
     run was interrupted (Ctrl-C), and the best epoch (1-based)."""
     callbacks, history, best = callbacks_for(model, workdir, cfg, train.vocab, val_groups)
+    callbacks.insert(0, EpochCounter(train))
     stop = StopOnInterrupt()
     callbacks.append(stop)
     interrupted = False
