@@ -173,7 +173,29 @@ def _ceiling(live_sum, t: int, steps: int, length_penalty: float):
 def _log(probs: np.ndarray) -> np.ndarray:
     # Clipped at 1 too: a float32 softmax may exceed it by an ulp, and the stopping
     # bound relies on log-probs never being positive.
-    return np.log(np.clip(probs, 1e-30, 1.0))
+    return np.log(probs.clip(1e-30, 1.0))  # the method: half the call cost of np.clip
+
+
+def _best(sums: np.ndarray, n: int, take: int, probs: np.ndarray):
+    """Each of ``n`` inputs' ``take`` best extensions, from the log-prob sums of its
+    rows (``[n * beams, vocab]``): their indices over beams x vocab in rank order
+    (ties to the lower index, which is the lower beam, then the lower token) and
+    their sums, as lists. A NaN anywhere raises: it sorts last, so the last place
+    shows it."""
+    if n == 1:  # 1-D: at batch 1 these few calls are a good share of a step's cost
+        flat = sums.ravel()
+        order = (-flat).argsort(kind="stable")
+        if flat[order[-1]] != flat[order[-1]]:
+            _check_finite(probs)
+        order = order[:take]
+        return [order.tolist()], [flat[order].tolist()]
+    flat = sums.reshape(n, -1)
+    order = (-flat).argsort(axis=1, kind="stable")
+    inputs = np.arange(n)[:, None]
+    if np.isnan(flat[inputs[:, 0], order[:, -1]]).any():
+        _check_finite(probs)
+    order = order[:, :take]
+    return order.tolist(), flat[inputs, order].tolist()
 
 
 def beam_search(backend: Backend, input_ids: np.ndarray, start: int, end: int, steps: int,
@@ -198,117 +220,68 @@ def beam_search(backend: Backend, input_ids: np.ndarray, start: int, end: int, s
 
     The answer is the best finished hypothesis (the earliest found among equals).
     Finished inputs leave the batch, so the rest decode on fewer rows.
+
+    The ranking is numpy's (one sort per step for the whole batch); the rule then
+    runs in Python over each input's ``2 * beam_size`` best extensions, which at
+    batch 1 costs less than any vectorised form of it. After the first step every
+    input has ``beam_size`` rows, idle ones at score -inf copying a live row.
     """
-    batch, width = input_ids.shape[0], beam_size
-    if batch == 1:
-        return [_beam_one(backend, input_ids, start, end, steps, width, length_penalty)]
-    state = backend.encode(input_ids)
-    scores = np.zeros((batch, 1))  # [inputs, beams] live sums; -inf marks an idle beam
-    tokens = np.full(batch, start, dtype=np.int32)
-    history = np.zeros((batch, 1, 0), dtype=np.int32)  # tokens so far per beam
-    best_score = np.full(batch, -np.inf)
-    best_seq: list[list[int]] = [[] for _ in range(batch)]
-    where = np.arange(batch)  # the input each row of the search arrays belongs to
-    for t in range(steps):
-        probs, state, _, _ = backend.step(tokens, state)
-        _check_finite(probs)
-        n, beams = scores.shape
-        total = (scores[:, :, None] + _log(probs).reshape(n, beams, -1)).reshape(n, -1)
-        vocab = total.shape[1] // beams
-        take = min(total.shape[1], 2 * width)
-        order = np.argsort(-total, axis=1, kind="stable")[:, :take]
-        best = np.take_along_axis(total, order, axis=1)
-        live = np.isfinite(best)
-        beam, token = np.divmod(order, vocab)
-        ending = live & ((token == end) | (t == steps - 1))
-        finishing = ending & (np.arange(take) < width)  # rank, not just score, decides
-        going = live & ~ending
-        rank = np.cumsum(going, axis=1)
-        kept = going & (rank <= width)
-        normalised = best / (t + 1) ** length_penalty
-        for r, c in zip(*np.nonzero(finishing)):  # few: at most width per input
-            i = where[r]
-            if normalised[r, c] > best_score[i]:  # strictly: the earliest of equals stays
-                seq = history[r, beam[r, c]].tolist()
-                best_seq[i] = seq if token[r, c] == end else seq + [int(token[r, c])]
-                best_score[i] = normalised[r, c]
-        first_kept = np.where(kept.any(axis=1), best[np.arange(n), kept.argmax(axis=1)],
-                              -np.inf)
-        going_on = kept.any(axis=1) & (
-            _ceiling(first_kept, t, steps, length_penalty) > best_score[where])
-        if not going_on.any():
-            break
-        # The kept extensions, in order, fill each input's beams; the rest go idle.
-        keep = np.flatnonzero(going_on)
-        kept = kept[keep]
-        new_scores = np.full((len(keep), width), -np.inf)
-        new_beam = np.zeros((len(keep), width), dtype=np.int64)
-        new_token = np.full((len(keep), width), start, dtype=np.int32)
-        r, c = np.nonzero(kept)
-        slot = rank[keep][r, c] - 1
-        new_scores[r, slot] = best[keep][r, c]
-        new_beam[r, slot] = beam[keep][r, c]
-        new_token[r, slot] = token[keep][r, c]
-        history = np.concatenate([history[keep[:, None], new_beam],
-                                  new_token[:, :, None]], axis=2)
-        rows = (keep[:, None] * beams + new_beam).ravel()  # idle beams copy a live row
-        state = tuple(s.take(rows, axis=0) for s in state)  # memory rows travel too
-        scores, tokens, where = new_scores, new_token.ravel(), where[keep]
-    return best_seq
-
-
-def _beam_one(backend: Backend, input_ids: np.ndarray, start: int, end: int, steps: int,
-              width: int, length_penalty: float) -> list[int]:
-    """``beam_search`` for one input, with the per-step work cut to a few numpy calls
-    on small arrays and a Python loop over the ``2 * width`` best extensions (at
-    batch 1 that work, not the step call, is what a beam costs). The same rule,
-    ties and stopping as the batched search. The step always gets ``width`` rows
-    (idle ones at score -inf), so a LiteRT interpreter is never resized mid-search."""
-    state = tuple(s.repeat(width, axis=0) for s in backend.encode(input_ids[:1]))
-    seqs: list[list[int]] = [[]] * width
-    scores = np.full((width, 1), -np.inf)
-    scores[0] = 0.0
-    tokens = np.full(width, start, dtype=np.int32)
-    best_score, best_seq = -np.inf, []
-    step, inf = backend.step, -np.inf
-    take = 2 * width
-    rows = list(range(width))
+    width, batch = beam_size, input_ids.shape[0]
+    # The first step needs one row per input; one input gets ``width`` rows at once
+    # so that LiteRT is never resized (a batch resizes anyway as inputs leave).
+    beams = width if batch == 1 else 1
+    state = tuple(s.repeat(beams, axis=0) for s in backend.encode(input_ids))
+    scores = np.full((batch * beams, 1), -np.inf)  # live sums per row; -inf: idle
+    scores[::beams] = 0.0
+    tokens = np.full(batch * beams, start, dtype=np.int32)
+    seqs: list[list[int]] = [[]] * (batch * beams)  # the tokens so far of each row
+    best_score, best_seq = [-np.inf] * batch, [[] for _ in range(batch)]
+    where = list(range(batch))  # the input each group of ``width`` rows searches for
+    step, inf, take = backend.step, -np.inf, 2 * width
+    unmoved = list(range(batch * width))
     for t in range(steps):
         probs, state, _, _ = step(tokens, state)
-        flat = (scores + _log(probs)).ravel()
-        order = (-flat).argsort(kind="stable")[:take]
-        vocab = probs.shape[1]
-        last = t == steps - 1
-        denominator = (t + 1) ** length_penalty
-        keep_rows, keep_tokens, keep_scores, keep_seqs = [], [], [], []
-        for rank, (index, score) in enumerate(zip(order.tolist(), flat[order].tolist())):
-            if score == inf:  # an idle beam's; the rest are too
-                break
-            if score != score:  # NaN: the model is broken
-                _check_finite(probs)
-            row, tok = divmod(index, vocab)
-            if tok == end or last:
-                if rank < width and score / denominator > best_score:
-                    best_score = score / denominator
-                    best_seq = seqs[row] if tok == end else seqs[row] + [tok]
-            elif len(keep_rows) < width:
-                keep_rows.append(row)
-                keep_tokens.append(tok)
-                keep_scores.append(score)
-                keep_seqs.append(seqs[row] + [tok])
-        if not keep_rows or _ceiling(keep_scores[0], t, steps, length_penalty) <= best_score:
+        n, vocab = len(where), probs.shape[1]
+        ranked, ranked_scores = _best(scores + _log(probs), n, take, probs)
+        last, denominator = t == steps - 1, (t + 1) ** length_penalty
+        rows, next_tokens, next_scores, next_seqs, next_where = [], [], [], [], []
+        for i in range(n):
+            who, base, kept = where[i], i * beams, 0
+            for rank, (index, score) in enumerate(zip(ranked[i], ranked_scores[i])):
+                if score == inf:  # an idle beam's; the rest are too
+                    break
+                beam, tok = divmod(index, vocab)
+                if tok == end or last:
+                    if rank < width and score / denominator > best_score[who]:
+                        best_score[who] = score / denominator
+                        seq = seqs[base + beam]
+                        best_seq[who] = seq if tok == end else seq + [tok]
+                elif kept < width:
+                    if not kept:
+                        leader = score
+                    rows.append(base + beam)
+                    next_tokens.append(tok)
+                    next_scores.append(score)
+                    next_seqs.append(seqs[base + beam] + [tok])
+                    kept += 1
+            if kept and _ceiling(leader, t, steps, length_penalty) > best_score[who]:
+                next_where.append(who)
+                idle = width - kept
+                if idle:  # idle beams copy the leader's row, at score -inf
+                    rows += [rows[-kept]] * idle
+                    next_tokens += [start] * idle
+                    next_scores += [inf] * idle
+                    next_seqs += [[]] * idle
+            elif kept:  # this input is done: its extensions leave
+                del rows[-kept:], next_tokens[-kept:], next_scores[-kept:], next_seqs[-kept:]
+        if not next_where:
             break
-        idle = width - len(keep_rows)
-        if idle:  # idle beams copy a live one's row, at score -inf
-            keep_rows += [keep_rows[0]] * idle
-            keep_tokens += [start] * idle
-            keep_scores += [inf] * idle
-            keep_seqs += [[]] * idle
-        if keep_rows != rows:  # the memory rows travel with their beams
-            state = tuple(s.take(keep_rows, axis=0) for s in state)
-        seqs, tokens = keep_seqs, np.array(keep_tokens, dtype=np.int32)
-        scores = np.array(keep_scores)[:, None]
-    _check_finite(probs)
+        if rows != unmoved[:n * beams]:  # the memory rows travel with their beams
+            moved = np.array(rows)
+            state = tuple(s.take(moved, axis=0) for s in state)
+        seqs, tokens, where = next_seqs, np.array(next_tokens, dtype=np.int32), next_where
+        beams = width
+        scores = np.array(next_scores)[:, None]
     return best_seq
 
 

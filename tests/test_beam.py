@@ -177,7 +177,9 @@ def _random_table(seed: int, vocab: int, sharpness: float):
     return table
 
 
-@settings(max_examples=60, deadline=None)
+# Derandomised and many: a run that misses a fault by chance would hide it from the
+# mutation check (a beam bound that ignored the length penalty once did).
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 2 ** 16), vocab=st.integers(2, 5), steps=st.integers(1, 6),
        width=st.integers(1, 5), penalty=st.sampled_from([0.0, 0.5, 1.0, 2.0, -1.0]),
        sharpness=st.sampled_from([0.5, 2.0, 5.0]))
