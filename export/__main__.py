@@ -45,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated formats to write")
     p.add_argument("--quantize", type=comma_list(QUANTIZE), default=[],
                    help="also write smaller variants: int8 (ONNX dynamic, TFLite "
-                        "dynamic-range) and/or fp16 (TFLite)")
+                        "dynamic-range), fp16 (TFLite), int8-full (TFLite full-integer, "
+                        "calibrated, for NPU and DSP delegates)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
     p.add_argument("--check-texts", metavar="FILE",
                    help="inputs for the greedy parity check, one per line (text before a "
@@ -53,6 +54,10 @@ def parser() -> argparse.ArgumentParser:
                         "strings over the input vocabulary")
     p.add_argument("--check-samples", type=int, default=200,
                    help="most inputs used by the greedy parity check")
+    p.add_argument("--calibration-inputs", type=int, default=100, metavar="N",
+                   help="int8-full: inputs its ranges are measured on, taken from the "
+                        "check-texts file after the checked ones (so the checks judge "
+                        "inputs the calibration did not see)")
     p.add_argument("--no-fused", action="store_true",
                    help="skip the fused greedy-decode graph (one call per batch)")
     p.add_argument("--tflite-encoder", choices=("auto", "unrolled", "loop"), default="auto",
@@ -61,6 +66,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ort", action="store_true",
                    help="also write ORT-format files (ONNX Runtime Mobile and reduced "
                         "builds) and required_operators.config, with the same parity proof")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse to write the artifact when a quantized variant is flagged "
+                        "(it disagrees with fp32, or loses quality against the truth, past "
+                        "its bound); without it the variant is written with a warning")
     p.add_argument("--force", action="store_true", help="replace an existing artifact")
     return p
 
@@ -73,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         parser().error(f"--opset must be between 7 and 21, got {args.opset}")
     if args.check_samples < 1:
         parser().error("--check-samples must be positive")
+    if args.calibration_inputs < 1:
+        parser().error("--calibration-inputs must be positive")
     try:
         from .pipeline import run
 

@@ -46,10 +46,12 @@ def to_onnx(fn, path: Path, opset: int, props: dict[str, str]) -> None:
 
 
 def to_tflite(fn, path: Path, precision: str = "fp32",
-              metadata: dict[str, str] | None = None) -> None:
+              metadata: dict[str, str] | None = None, calibration=None) -> None:
     """Convert the ``tf.function`` ``fn`` to a TFLite file at ``path``, builtin ops only,
     with ``metadata`` entries added: ``precision`` "int8" is dynamic-range, "fp16" float16
-    weights, any other value fp32. Raises ConversionError when the converter fails."""
+    weights, "int8-full" full-integer with the ranges measured on ``calibration`` (a
+    list of input dicts, one call each), any other value fp32. Raises ConversionError
+    when the converter fails."""
     module = tf.Module()
     module.fn = fn  # a trackable owner gives the file a signature with named tensors
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
@@ -60,6 +62,14 @@ def to_tflite(fn, path: Path, precision: str = "fp32",
     elif precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
+    elif precision == "int8-full":
+        if not calibration:
+            raise ConversionError(f"{path.name}: full-integer conversion needs calibration "
+                                  "inputs")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        # Only int8 kernels: the converter fails rather than leave a float op.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = lambda: iter(calibration)
     try:
         with _quiet():
             data = converter.convert()

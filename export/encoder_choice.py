@@ -53,18 +53,23 @@ def write_onnx_encoder(builder: GraphBuilder, path: Path, opset: int, props: dic
 
 
 def write_encoder(builder: GraphBuilder, directory: Path, file: str, precision: str,
-                  style: str = "auto", metadata: dict[str, str] | None = None) -> dict:
+                  style: str = "auto", metadata: dict[str, str] | None = None,
+                  calibration: list[dict] | None = None, log=print) -> dict:
     """Convert the encoder to ``directory / file`` in the given form; "auto" converts
-    both, times each and keeps the faster. Returns what the metadata records."""
+    both, times each and keeps the faster. ``calibration``: the inputs a full-integer
+    encoder's ranges come from. Returns what the metadata records."""
     if style == "auto":
-        styles = ENCODER_STYLES if builder.loopable else ("unrolled",)
+        # Full-integer: unrolled only. The converter's calibration crashes the process
+        # (a segmentation fault, measured with TF 2.21) on the cell in a WHILE.
+        loop_ok = builder.loopable and precision != "int8-full"
+        styles = ENCODER_STYLES if loop_ok else ("unrolled",)
     else:
         styles = (style,)
     timing = {}
     for form in styles:
         path = directory / f"{file}.{form}"
-        convert.to_tflite(builder.encoder_fixed(form), path, precision, metadata)
-        opguard.check_tflite(path, allow_while=form == "loop")
+        opguard.convert_guarded(lambda: builder.encoder_fixed(form), path, precision,
+                                metadata, calibration, form == "loop", log)
         if len(styles) > 1:
             timing[form] = bare_call_us(path, builder.vocab.max_input_length)
     chosen = fastest(timing) if timing else styles[0]

@@ -1,6 +1,13 @@
 """Check that a TFLite file runs on the plain LiteRT interpreter: builtin ops
 only (no Flex / Select TF ops, no custom ops, no TensorList), weights stored as
-constants rather than resource variables (those load and then return NaN)."""
+constants rather than resource variables (those load and then return NaN).
+
+The integer mode, for full-integer files, also reads every subgraph (a ``WHILE``
+body too) and refuses any float arithmetic: a float tensor may exist only where a
+graph or a loop hands data over (a subgraph's inputs and outputs, a control-flow
+op's operands), and the only ops touching one are the ``QUANTIZE``,
+``DEQUANTIZE`` and ``CAST`` (an attention mask) at that boundary and the
+control-flow op itself."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,11 +41,105 @@ def refused_ops(ops: list[str], allow_while: bool) -> list[str]:
             or "TensorList" in op or (op == "WHILE" and not allow_while)]
 
 
-def check_tflite(path: Path, allow_while: bool) -> list[str]:
-    """The file's op names; raise OpGuardError if any is not allowed."""
+def check_tflite(path: Path, allow_while: bool, integer: bool = False) -> list[str]:
+    """The file's op names; raise OpGuardError if any is not allowed (``integer``:
+    also if any op computes in float, see ``float_ops``)."""
     ops = tflite_ops(path)
     bad = refused_ops(ops, allow_while)
     if bad:
         raise OpGuardError(f"{path.name} uses ops the plain LiteRT interpreter cannot run "
                            f"or that are not allowed here: {', '.join(bad)}")
+    if integer:
+        floating = float_ops(path.read_bytes())
+        if floating:
+            raise OpGuardError(f"{path.name} is not full-integer: "
+                               + "; ".join(floating[:8])
+                               + (f" and {len(floating) - 8} more" if len(floating) > 8 else ""))
     return ops
+
+
+CONTROL_FLOW = {"WHILE", "IF", "CALL"}
+BOUNDARY = {"QUANTIZE", "DEQUANTIZE", "CAST"}  # CAST: a mask handed over as float
+
+
+def float_ops(data: bytes) -> list[str]:
+    """Where a TFLite file computes in float, every subgraph read from the file's
+    schema: "subgraph NAME: OP on float32 tensor T" for each op that touches a
+    float tensor and is not a boundary op (``QUANTIZE`` from, or ``DEQUANTIZE`` to,
+    a tensor the subgraph or a control-flow op hands over; the control-flow op
+    itself). An empty list means full-integer."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    floats = {schema.TensorType.FLOAT32, schema.TensorType.FLOAT16, schema.TensorType.FLOAT64}
+    found = []
+    for sg in model.subgraphs:
+        code = [max(model.operatorCodes[op.opcodeIndex].builtinCode,
+                    model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)
+                for op in sg.operators]
+        handed = set(sg.inputs) | set(sg.outputs)
+        for op, c in zip(sg.operators, code):
+            if names.get(c) in CONTROL_FLOW:
+                handed |= set(op.inputs) | set(op.outputs)
+        label = (sg.name or b"").decode() or "main"
+        for op, c in zip(sg.operators, code):
+            name = names.get(c, str(c))
+            touched = [i for i in list(op.inputs) + list(op.outputs)
+                       if i >= 0 and sg.tensors[i].type in floats]
+            if not touched or name in CONTROL_FLOW:
+                continue
+            if name in BOUNDARY and all(i in handed for i in touched):
+                continue
+            tensor = sg.tensors[touched[0]]
+            found.append(f"subgraph {label}: {name} on float tensor "
+                         f"{(tensor.name or b'').decode()!r}")
+    return found
+
+
+# TF's quantizer is not deterministic: converting the same graph on the same
+# calibration leaves one gate SPLIT of the unrolled encoder in float in some runs
+# and not in others (measured with TF 2.21 on the demo model: the fused graph in 2
+# of 4 runs, the encoder in 1 of 3). So a full-integer file the integer guard
+# refuses is converted again, a bounded number of times.
+INTEGER_TRIES = 4
+
+
+def convert_guarded(make_fn, path: Path, precision: str, metadata, calibration,
+                    allow_while: bool, log=print) -> list[str]:
+    """Convert ``make_fn()`` to TFLite at ``path`` and guard it (int8-full: in the
+    integer mode, converting again up to ``INTEGER_TRIES`` times); returns its op
+    names, raises OpGuardError with the last refusal."""
+    from . import convert
+
+    tries = INTEGER_TRIES if precision == "int8-full" else 1
+    for attempt in range(1, tries + 1):
+        convert.to_tflite(make_fn(), path, precision, metadata, calibration)
+        try:
+            return check_tflite(path, allow_while, integer=precision == "int8-full")
+        except OpGuardError as e:
+            if attempt == tries:
+                raise
+            log(f"  {path.name}: conversion {attempt} of {tries} kept a float op "
+                f"({str(e).split(': ', 2)[-1][:100]}...); converting again", flush=True)
+    raise AssertionError("unreachable")
+
+
+def xnnpack_refusal(path: Path) -> str | None:
+    """Why LiteRT's default CPU delegate (XNNPACK, what the runtime uses) cannot run
+    the file, or None when it runs it: one call on zeros at batch 1 and at batch 3.
+    (Measured: XNNPACK claims the int8 SELECT of a masked encoder, then fails to
+    prepare it; LiteRT's own kernels run it.)"""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    for batch in (1, 3):
+        runner = Interpreter(model_path=str(path), num_threads=1).get_signature_runner()
+        args = {name: np.zeros([batch if d == -1 else d for d in spec["shape_signature"]],
+                               spec["dtype"])
+                for name, spec in runner.get_input_details().items()}
+        try:
+            runner(**args)
+        except (RuntimeError, ValueError) as e:
+            return str(e).splitlines()[0][:200]
+    return None

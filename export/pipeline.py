@@ -18,8 +18,8 @@ from family.rundir import HELDOUT_FILE
 from runtime import atomic as outdir
 
 from . import convert, encoder_choice, opguard, parity
-from .errors import ParityError
-from .formats import FORMATS, QUANTIZE
+from .errors import OpGuardError, ParityError
+from .formats import FORMATS, QUANTIZE, TFLITE_ONLY
 
 
 
@@ -99,6 +99,26 @@ def check_pairs(vocab: Vocabulary, path: Path | None, limit: int, seed: int = 0
     return list(cases), targets
 
 
+def calibration_pairs(vocab: Vocabulary, path: Path | None, checked: list[str], count: int
+                      ) -> tuple[list[str], list[list[str]] | None, str] | None:
+    """Up to ``count`` inputs (and targets) for int8-full's calibration, from the same
+    file as the checks but not among the ``checked`` inputs, so the accuracy the
+    checks report is not measured on the calibration; without a file, random
+    strings other than the checks'. None when the file has no further input."""
+    if path is None:
+        rng = random.Random(1)
+        texts = [vocab.sample_text(rng.choice, rng.randint(1, vocab.max_input_length))
+                 for _ in range(count)]
+        return texts, None, f"{count} random strings (no check-texts file)"
+    texts, targets = check_pairs(vocab, path, len(checked) + count)
+    seen = set(checked)
+    keep = [i for i, t in enumerate(texts) if t not in seen]
+    if not keep:
+        return None
+    return ([texts[i] for i in keep], None if targets is None else [targets[i] for i in keep],
+            f"{path.name}: {len(keep)} inputs after the {len(checked)} checked ones")
+
+
 def _as_written(vocab: Vocabulary, target: str) -> str | None:
     """The target as the model would write it (words single-spaced), or None when
     it has tokens outside the vocabulary or does not fit."""
@@ -134,31 +154,35 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
                     texts: list[str] | None = None, force: bool = False,
                     fused: bool = True, tflite_encoder: str = "auto",
                     log=print, targets: list[list[str]] | None = None,
-                    ort: bool = False) -> ExportResult:
+                    ort: bool = False, calibration=None, strict: bool = False
+                    ) -> ExportResult:
     """Write a verified artifact of the Keras file ``model_path`` to ``out``; nothing
     is promoted unless parity holds. ``texts``: the inputs the decodes are checked
     on (without them, 64 random strings); ``targets``, aligned with ``texts``: the
     right answers (a list of references per input), against which each variant's
-    quality is reported."""
+    quality is reported. ``calibration``: (texts, targets or None, where from) for
+    int8-full, best disjoint from ``texts`` (``calibration_pairs``)."""
     options = ExportOptions(tuple(formats), tuple(quantize), opset, fused, tflite_encoder,
-                            ort).validate()
+                            ort, strict).validate()
     outdir.check_target(out, METADATA_FILE, force)
     model = load_keras_model(model_path)
     source = {"file": model_path.name, "sha256": sha256_file(model_path)}
-    return build(model, source, vocab, out, options, texts, log, targets)
+    return build(model, source, vocab, out, options, texts, log, targets, calibration)
 
 
 def export_model(model, vocabulary: Vocabulary, out_dir: str | Path,
                  formats=("onnx", "tflite"), quantize=(), *, opset: int = convert.DEFAULT_OPSET,
                  texts: list[str] | None = None, force: bool = False, fused: bool = True,
                  tflite_encoder: str = "auto", log=print, ort: bool = False,
-                 targets: list[list[str]] | None = None) -> ExportResult:
+                 targets: list[list[str]] | None = None, calibration=None,
+                 strict: bool = False) -> ExportResult:
     """Export an in-memory ``keras.Model`` (the one a notebook just trained) through
     the same pipeline as ``python -m export``: the same graphs, parity proof against
     Keras and atomic write. ``vocabulary``: a ``runtime.Vocabulary``, for example
     from ``export.keras_io_vocab.from_keras_io(...)``. Give ``texts`` (and
     ``targets``) for the proof the CLI runs on held-out pairs; without them the
-    decodes are checked on 64 random strings."""
+    decodes are checked on 64 random strings. ``calibration``: (texts, targets or
+    None, where from), the inputs int8-full's ranges come from (default: ``texts``)."""
     import keras
 
     if not isinstance(model, keras.Model):
@@ -167,11 +191,11 @@ def export_model(model, vocabulary: Vocabulary, out_dir: str | Path,
         raise InputError("vocabulary must be a runtime.Vocabulary, got "
                          f"{type(vocabulary).__name__}")
     options = ExportOptions(tuple(formats), tuple(quantize), opset, fused, tflite_encoder,
-                            ort).validate()
+                            ort, strict).validate()
     out = Path(out_dir)
     outdir.check_target(out, METADATA_FILE, force)
     source = {"file": None, "sha256": None, "note": f"in-memory keras.Model {model.name!r}"}
-    return build(model, source, vocabulary, out, options, texts, log, targets)
+    return build(model, source, vocabulary, out, options, texts, log, targets, calibration)
 
 
 @dataclass(frozen=True)
@@ -179,7 +203,8 @@ class ExportOptions:
     """What to write; ``validate`` refuses what cannot be written."""
     # File formats: "onnx" and/or "tflite".
     formats: tuple[str, ...] = ("onnx", "tflite")
-    # Quantized variants besides fp32: "int8" (both formats), "fp16" (TFLite only).
+    # Quantized variants besides fp32: "int8" (both formats, dynamic-range), "fp16" and
+    # "int8-full" (TFLite only; full-integer, calibrated: see export/calibration.py).
     quantize: tuple[str, ...] = ()
     # The ONNX opset the graphs are converted to.
     opset: int = convert.DEFAULT_OPSET
@@ -189,6 +214,9 @@ class ExportOptions:
     tflite_encoder: str = "auto"
     # ORT-format copies of the ONNX files, for ONNX Runtime Mobile.
     ort: bool = False
+    # Refuse the export when a quantized variant is flagged (agreement with fp32 or
+    # quality against the truth past its bound) instead of writing it with a warning.
+    strict: bool = False
 
     def validate(self) -> "ExportOptions":
         """Return self; raise InputError for an unknown TFLite encoder form, or ``ort``
@@ -200,15 +228,20 @@ class ExportOptions:
                 raise InputError(f"{name} must be among {choices}, got {bad}")
         if not self.formats:
             raise InputError("formats is empty: choose onnx, tflite or both")
-        if "fp16" in self.quantize and "tflite" not in self.formats:
-            raise InputError("fp16 variants are TFLite files: quantize fp16 needs the tflite "
-                             "format")
+        only_tflite = [q for q in self.quantize if q in TFLITE_ONLY]
+        if only_tflite and "tflite" not in self.formats:
+            raise InputError(f"{', '.join(only_tflite)} variants are TFLite files: quantize "
+                             f"{','.join(only_tflite)} needs the tflite format")
         if not isinstance(self.opset, int) or isinstance(self.opset, bool) or not (
                 7 <= self.opset <= 21):
             raise InputError(f"opset must be an integer from 7 to 21, got {self.opset!r}")
         if self.tflite_encoder not in encoder_choice.CHOICES:
             raise InputError(f"TFLite encoder form must be one of {encoder_choice.CHOICES}, "
                              f"got {self.tflite_encoder!r}")
+        if self.tflite_encoder == "loop" and "int8-full" in self.quantize:
+            raise InputError("the looped TFLite encoder cannot be full-integer (TF's "
+                             "calibration crashes on it): use --tflite-encoder auto or "
+                             "unrolled with int8-full")
         if self.ort and "onnx" not in self.formats:
             raise InputError("ORT files are converted from the ONNX ones: --ort needs the "
                              "onnx format")
@@ -216,8 +249,8 @@ class ExportOptions:
 
     @property
     def tflite_precisions(self) -> list[str]:
-        """The TFLite precisions to write: "fp32", then "int8" and "fp16" where asked for."""
-        return ["fp32"] + [q for q in ("int8", "fp16") if q in self.quantize]
+        """The TFLite precisions to write: "fp32", then the quantized ones asked for."""
+        return ["fp32"] + [q for q in QUANTIZE if q in self.quantize]
 
 
 class _Graphs:
@@ -232,6 +265,8 @@ class _Graphs:
         self.state = tuple(StateTensor(n, u) for n, u in zip(self.builder.state_names,
                                                            self.builder.state_units))
         self.io = graph_io(self.state, self.builder.attention)
+        self.calibration = None  # a calibration.Calibration where int8-full is written
+        self.skipped: dict[str, str] = {}  # graphs not written, and why (artifact.json)
 
     def contract(self, name: str) -> str:
         return contract_digest(self.vocab, name, *self.io[name], self.state,
@@ -244,11 +279,18 @@ class _Graphs:
     def tflite_props(self, name: str) -> dict[str, str]:
         return {CONTRACT_KEY: self.contract(name)}
 
-    def entry(self, name: str, fmt: str, precision: str, file: str) -> GraphFile:
+    def entry(self, name: str, fmt: str, precision: str, file: str, log=None) -> GraphFile:
         path = self.staging / file
         inputs, outputs = self.io[name]
+        kernels = "xnnpack"
+        if fmt == "tflite" and precision == "int8-full":
+            refusal = opguard.xnnpack_refusal(path)
+            if refusal:
+                kernels = "builtin"
+                (log or print)(f"  {file}: XNNPACK cannot run it ({refusal}); recorded to "
+                               "run on LiteRT's own kernels", flush=True)
         return GraphFile(name, fmt, precision, file, sha256_file(path), path.stat().st_size,
-                         tuple(inputs), tuple(outputs))
+                         tuple(inputs), tuple(outputs), kernels)
 
 
 def _tflite_file(name: str, precision: str) -> str:
@@ -289,33 +331,49 @@ def write_ort(g: _Graphs, onnx_entries: list[GraphFile], log) -> list[GraphFile]
 
 
 def write_tflite(g: _Graphs, options: ExportOptions, log) -> tuple[list[GraphFile], dict]:
-    """The TFLite files of every precision, each checked by the op guard: their
-    entries, and the encoder form chosen per precision."""
+    """The TFLite files of every precision, each checked by the op guard (full-integer
+    ones in its integer mode too): their entries, and the encoder form chosen per
+    precision."""
     entries, encoder_forms = [], {}
+
+    def calibration(precision: str, graph: str):
+        return getattr(g.calibration, graph) if precision == "int8-full" else None
+
     for precision in options.tflite_precisions:
         file = _tflite_file("encoder", precision)
         log(f"converting encoder to TFLite ({precision})", flush=True)
         form = encoder_choice.write_encoder(g.builder, g.staging, file, precision,
-                                            options.tflite_encoder, g.tflite_props("encoder"))
+                                            options.tflite_encoder, g.tflite_props("encoder"),
+                                            calibration(precision, "encoder"), log)
         encoder_forms[precision] = form
         if form["timing_us"]:
             log("  " + ", ".join(f"{k} {v:.0f} µs" for k, v in form["timing_us"].items())
                 + f" per call: {form['style']} kept", flush=True)
-        entries.append(g.entry("encoder", "tflite", precision, file))
+        entries.append(g.entry("encoder", "tflite", precision, file, log))
     step_fn = g.builder.decoder_step(g.vocab.max_input_length)
     for precision in options.tflite_precisions:
         file = _tflite_file("decoder_step", precision)
         log(f"converting decoder_step to TFLite ({precision})", flush=True)
-        convert.to_tflite(step_fn, g.staging / file, precision, g.tflite_props("decoder_step"))
-        opguard.check_tflite(g.staging / file, allow_while=False)
-        entries.append(g.entry("decoder_step", "tflite", precision, file))
+        opguard.convert_guarded(lambda: step_fn, g.staging / file, precision,
+                                g.tflite_props("decoder_step"), calibration(precision, "step"),
+                                False, log)
+        entries.append(g.entry("decoder_step", "tflite", precision, file, log))
     for precision in options.tflite_precisions if options.fused else ():
         file = _tflite_file("greedy", precision)
         log(f"converting the fused greedy decode to TFLite ({precision})", flush=True)
-        fn = g.builder.greedy_fused(encoder_forms[precision]["style"])
-        convert.to_tflite(fn, g.staging / file, precision, g.tflite_props("greedy"))
-        opguard.check_tflite(g.staging / file, allow_while=True)
-        entries.append(g.entry("greedy", "tflite", precision, file))
+        style = encoder_forms[precision]["style"]
+        try:
+            opguard.convert_guarded(lambda: g.builder.greedy_fused(style), g.staging / file,
+                                    precision, g.tflite_props("greedy"),
+                                    calibration(precision, "fused"), True, log)
+        except OpGuardError as e:
+            if precision != "int8-full":
+                raise
+            (g.staging / file).unlink()
+            g.skipped[f"tflite/{precision} greedy"] = str(e)
+            log(f"  not written: {e}; the step loop serves {precision} greedy", flush=True)
+            continue
+        entries.append(g.entry("greedy", "tflite", precision, file, log))
     return entries, encoder_forms
 
 
@@ -360,15 +418,16 @@ def _metadata(g: _Graphs, options: ExportOptions, entries: list[GraphFile], note
 
 def _variants(graphs: list[dict]) -> list[tuple[str, str]]:
     """(format, precision) of every variant written, in the order the checks run."""
-    formats, precisions = ("onnx", "ort", "tflite"), ("fp32", "int8", "fp16")
+    formats, precisions = ("onnx", "ort", "tflite"), ("fp32",) + QUANTIZE
     found = {(g["format"], g["precision"]) for g in graphs}
     return sorted(found, key=lambda v: (formats.index(v[0]), precisions.index(v[1])))
 
 
 def prove(staging: Path, metadata: dict, model, vocab: Vocabulary, texts: list[str],
-          targets, log) -> list:
+          targets, log, strict: bool = False) -> list:
     """Every parity check against Keras; fills in the metadata's accuracy, greedy
-    timing and path. Raises ParityError when a fatal check fails."""
+    timing and path. Raises ParityError when a fatal check fails (``strict``: when
+    any check fails, a quantized variant's flags included)."""
     from family.reference import ReferenceDecoder
 
     variants = _variants(metadata["graphs"])
@@ -396,7 +455,7 @@ def prove(staging: Path, metadata: dict, model, vocab: Vocabulary, texts: list[s
     if targets:
         checks += _quality(metadata, vocab, {**outputs, **fused_out}, beams, targets)
     log(parity.table(checks))
-    failed = [c for c in checks if c.fatal and not c.ok]
+    failed = [c for c in checks if (c.fatal or strict) and not c.ok]
     if failed:
         names = ", ".join(f"{c.variant} {c.what}" for c in failed)
         raise ParityError(f"{len(failed)} parity check(s) failed ({names})")
@@ -434,9 +493,11 @@ def _quality(metadata: dict, vocab: Vocabulary, outputs: dict, beams: dict, targ
 
 
 def build(model, source: dict, vocab: Vocabulary, out: Path, options: ExportOptions,
-          texts: list[str] | None, log, targets=None) -> ExportResult:
+          texts: list[str] | None, log, targets=None, calibration=None) -> ExportResult:
     """Locate, write every format, record, prove, promote: nothing reaches ``out``
-    unless every fatal check passed."""
+    unless every fatal check passed. ``calibration``: (texts, targets or None, where
+    they came from) for full-integer variants; without it the check texts are used,
+    and artifact.json says so."""
     from family.structure import check_vocabulary, locate
 
     options.validate()
@@ -452,13 +513,20 @@ def build(model, source: dict, vocab: Vocabulary, out: Path, options: ExportOpti
                              f" layer(s), bidirectional {parts.encoder[0].bidirectional} (use "
                              "--tflite-encoder auto or unrolled)")
         started = time.monotonic()
+        if "int8-full" in options.quantize:
+            g.calibration = _calibrate(g, vocab, texts, targets, calibration, log)
         entries, notes = write_graphs(g, options, log)
         metadata = _metadata(g, options, entries, notes, source)
+        if g.calibration is not None:
+            metadata["calibration"] = g.calibration.record
+        if g.skipped:
+            metadata["not_written"] = g.skipped
         write_metadata(staging, metadata)
         log(f"converted in {time.monotonic() - started:.1f}s; checking parity against Keras",
             flush=True)
         try:
-            checks = prove(staging, metadata, model, vocab, texts, targets, log)
+            checks = prove(staging, metadata, model, vocab, texts, targets, log,
+                           options.strict)
         except ParityError as e:
             raise ParityError(f"{e}; no artifact written to {out}") from None
         write_metadata(staging, metadata)
@@ -467,6 +535,19 @@ def build(model, source: dict, vocab: Vocabulary, out: Path, options: ExportOpti
         outdir.discard(staging)
         raise
     return ExportResult(out, checks, metadata)
+
+
+def _calibrate(g: _Graphs, vocab: Vocabulary, texts, targets, calibration, log):
+    """The calibration set: the given one, else the check texts (recorded as such)."""
+    from .calibration import build_calibration
+
+    if calibration is None:
+        calibration = (texts, targets, "the check texts (the inputs the parity checks "
+                                       "decode)")
+    cal_texts, cal_targets, where = calibration
+    log(f"calibrating the full-integer graphs on {len(cal_texts)} inputs ({where})",
+        flush=True)
+    return build_calibration(g.builder, vocab, list(cal_texts), cal_targets, where)
 
 
 def write_metadata(directory: Path, metadata: dict) -> None:
@@ -490,10 +571,13 @@ def run(args) -> int:
     if texts_path is None and (model_path.parent / HELDOUT_FILE).exists():
         texts_path = model_path.parent / HELDOUT_FILE
     texts, targets = check_pairs(vocab, texts_path, args.check_samples)
+    calibration = None
+    if "int8-full" in args.quantize:
+        calibration = calibration_pairs(vocab, texts_path, texts, args.calibration_inputs)
     result = export_artifact(model_path, vocab, out, args.formats, args.quantize, args.opset,
                              texts, args.force, fused=not args.no_fused,
                              tflite_encoder=args.tflite_encoder, targets=targets,
-                             ort=args.ort)
+                             ort=args.ort, calibration=calibration, strict=args.strict)
     sizes = ", ".join(f"{g['file']} {g['bytes'] / 1024:.0f} KiB"
                       for g in result.metadata["graphs"])
     print(f"wrote {out}/ ({sizes}, {METADATA_FILE})")

@@ -101,18 +101,35 @@ class GraphFile:
     """One model file of the artifact, as ``artifact.json``'s ``graphs`` list records it."""
     name: str  # "encoder", "decoder_step" or "greedy"
     format: str  # "onnx", "ort" or "tflite"
-    precision: str  # "fp32", "int8" or "fp16"
+    precision: str  # "fp32", "int8", "fp16" or "int8-full"
     file: str  # relative to the artifact directory
     sha256: str
     bytes: int
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    # TFLite: "xnnpack" (LiteRT's default CPU delegate) or "builtin" (LiteRT's own
+    # kernels, for a file export found XNNPACK cannot prepare).
+    kernels: str = "xnnpack"
 
     def to_dict(self) -> dict:
         """The entry of ``artifact.json``'s ``graphs`` list (what ``load_config`` reads)."""
-        return {"name": self.name, "format": self.format, "precision": self.precision,
-                "file": self.file, "sha256": self.sha256, "bytes": self.bytes,
-                "inputs": list(self.inputs), "outputs": list(self.outputs)}
+        out = {"name": self.name, "format": self.format, "precision": self.precision,
+               "file": self.file, "sha256": self.sha256, "bytes": self.bytes,
+               "inputs": list(self.inputs), "outputs": list(self.outputs)}
+        if self.kernels != "xnnpack":
+            out["kernels"] = self.kernels
+        return out
+
+
+KERNELS = ("xnnpack", "builtin")
+
+
+def _kernels(entry: dict) -> str:
+    kernels = entry.get("kernels", KERNELS[0])
+    if kernels not in KERNELS:
+        raise ValueError(f"graph {entry.get('file')!r}: kernels must be one of {KERNELS}, "
+                         f"got {kernels!r}")
+    return kernels
 
 
 @dataclass(frozen=True)
@@ -217,7 +234,7 @@ def load_config(directory: str | Path, unproven: bool = False) -> ArtifactConfig
             GraphFile(name=g["name"], format=g["format"], precision=g["precision"],
                       file=_safe_relative(directory, g["file"]), sha256=g["sha256"],
                       bytes=int(g["bytes"]), inputs=tuple(g["inputs"]),
-                      outputs=tuple(g["outputs"]))
+                      outputs=tuple(g["outputs"]), kernels=_kernels(g))
             for g in d["graphs"])
         greedy_path = dict(d.get("greedy_path") or {})
         attention = None

@@ -14,7 +14,7 @@ from .errors import ArtifactError, BackendError, InputError
 from .metadata import FILE_FORMATS, GREEDY_PATHS, ArtifactConfig, load_config, read_graph
 from .vocab import Vocabulary
 
-PRECISIONS = ("fp32", "int8", "fp16")
+PRECISIONS = ("fp32", "int8", "fp16", "int8-full")  # int8-full: full-integer TFLite
 
 
 class Seq2SeqModel:
@@ -216,6 +216,8 @@ def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",
         blobs[name] = (read_graph(config, graph, verify), str(config.path(graph)),
                        graph.inputs, graph.outputs)
     # ONNX int8 graphs quantize activations per batch: run them a row at a time.
+    builtin = frozenset(name for name in blobs
+                        if config.graph(fmt, precision, name).kernels == "builtin")
     impl = create(backend, blobs, device, threads,
-                  per_row=backend == "onnx" and precision == "int8")
+                  per_row=backend == "onnx" and precision == "int8", builtin=builtin)
     return Seq2SeqModel(config, impl, precision, fused)

@@ -85,14 +85,14 @@ def read_json(path: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def quantized_artifact(tiny_run, tmp_path_factory) -> Path:
-    """The tiny model exported with its int8 and fp16 variants as well."""
+    """The tiny model exported with its int8, fp16 and full-integer variants as well."""
     from export.pipeline import check_texts, export_artifact
     from runtime.vocab import Vocabulary
 
     vocab = Vocabulary.load(tiny_run / "vocab.json")
     texts = check_texts(vocab, tiny_run / "heldout.tsv", 40)
     out = tmp_path_factory.mktemp("quantized") / "artifact"
-    export_artifact(tiny_run / "model.keras", vocab, out, quantize=("int8", "fp16"),
+    export_artifact(tiny_run / "model.keras", vocab, out, quantize=("int8", "fp16", "int8-full"),
                     texts=texts, log=lambda *a, **k: None)
     return out
 

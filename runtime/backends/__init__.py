@@ -60,21 +60,24 @@ Graphs = dict[str, tuple[bytes, str, tuple[str, ...], tuple[str, ...]]]
 
 
 def create(name: str, graphs: Graphs, device: str = "cpu", threads: int = 1,
-           per_row: bool = False) -> Backend:
+           per_row: bool = False, builtin: frozenset = frozenset()) -> Backend:
     """``graphs`` maps "encoder", "decoder_step" and optionally "greedy" to
     ``(file bytes, file name, input names, output names)``. ``per_row`` runs each
     batch row in a call of its own (onnx): for graphs whose answer for a row
-    would otherwise depend on the other rows of its batch."""
+    would otherwise depend on the other rows of its batch. ``builtin``: the graphs
+    (tflite) that run on LiteRT's own kernels, as the artifact records."""
     from ..errors import BackendError
 
     if name == "onnx":
         from .onnx import OnnxBackend
 
+        if builtin:
+            raise BackendError(f"builtin kernels are a LiteRT choice, not onnx's: {builtin}")
         return OnnxBackend(graphs, device, threads, per_row)
     if name == "tflite":
         if device != "cpu":
             raise BackendError(f"the tflite backend runs on the CPU only, not {device!r}")
         from .litert import LiteRTBackend
 
-        return LiteRTBackend(graphs, threads)
+        return LiteRTBackend(graphs, threads, builtin)
     raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -34,9 +34,17 @@ def _import_interpreter():
 class _Interpreter:
     """One interpreter of a graph, with its tensor indices and current batch."""
 
-    def __init__(self, Interpreter, threads, data: bytes, filename: str, inputs, outputs):
+    def __init__(self, Interpreter, threads, data: bytes, filename: str, inputs, outputs,
+                 builtin: bool = False):
         try:
-            self.interp = Interpreter(model_content=data, num_threads=threads)
+            if builtin:  # LiteRT's own kernels: the artifact says XNNPACK cannot run it
+                from ai_edge_litert.interpreter import OpResolverType
+
+                self.interp = Interpreter(
+                    model_content=data, num_threads=threads,
+                    experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            else:
+                self.interp = Interpreter(model_content=data, num_threads=threads)
             runner = self.interp.get_signature_runner()
             in_details = runner.get_input_details()
             out_details = runner.get_output_details()
@@ -62,15 +70,20 @@ class _Interpreter:
             self.shapes = shapes
         for index, array in zip(self.inputs, arrays):
             self.interp.set_tensor(index, array)
-        self.interp.invoke()
+        try:
+            self.interp.invoke()
+        except RuntimeError as e:  # e.g. a delegate that cannot prepare the graph
+            raise BackendError(f"LiteRT failed to run the graph: "
+                               f"{str(e).splitlines()[0][:300]}") from None
         return [self.interp.get_tensor(i) for i in self.outputs]
 
 
 class _Graph:
     """A graph served by a pool of interpreters that grows with concurrent callers."""
 
-    def __init__(self, Interpreter, threads, *spec, pool_size: int = POOL_SIZE):
-        self._new = lambda: _Interpreter(Interpreter, threads, *spec)
+    def __init__(self, Interpreter, threads, *spec, pool_size: int = POOL_SIZE,
+                 builtin: bool = False):
+        self._new = lambda: _Interpreter(Interpreter, threads, *spec, builtin=builtin)
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         self._free.put(self._new())  # the first one also checks the file
         self.size = 1
@@ -100,14 +113,18 @@ class LiteRTBackend(Backend):
 
     name = "tflite"
 
-    def __init__(self, graphs: dict, threads: int = 1):
+    def __init__(self, graphs: dict, threads: int = 1, builtin: frozenset = frozenset()):
         Interpreter = _import_interpreter()
-        self._encoder = _Graph(Interpreter, threads, *graphs["encoder"])
-        self._step = _Graph(Interpreter, threads, *graphs["decoder_step"])
+
+        def graph(name):
+            return _Graph(Interpreter, threads, *graphs[name], builtin=name in builtin)
+
+        self._encoder = graph("encoder")
+        self._step = graph("decoder_step")
         self._step_out = graphs["decoder_step"][3]
         self._greedy = None
         if "greedy" in graphs:
-            self._greedy = _Graph(Interpreter, threads, *graphs["greedy"])
+            self._greedy = graph("greedy")
             self.has_fused = True
 
     def encode(self, input_ids):
