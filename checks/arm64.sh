@@ -94,7 +94,8 @@ for name in "${!MEMBERS[@]}"; do
             "$WORK/$name/golden.json" >/dev/null
     fi
 done
-if [ ! -f "$WORK/golden.json" ]; then
+# Written again whenever the artifact was (a stale cache would fail as a difference).
+if [ ! -f "$WORK/golden.json" ] || [ "$WORK/artifact/artifact.json" -nt "$WORK/golden.json" ]; then
     head -12 "$TEXTS" > "$WORK/golden-texts.tsv"
     "$PY" -m checks.golden write "$WORK/artifact" "$WORK/golden-texts.tsv" "$WORK/golden.json" >/dev/null
 fi

@@ -98,10 +98,10 @@ def float_ops(data: bytes) -> list[str]:
 
 
 # TF's quantizer is not deterministic: converting the same graph on the same
-# calibration leaves one gate SPLIT of the unrolled encoder in float in some runs
-# and not in others (measured with TF 2.21 on the demo model: the fused graph in 2
-# of 4 runs, the encoder in 1 of 3). So a full-integer file the integer guard
-# refuses is converted again, a bounded number of times.
+# calibration left one gate SPLIT of the unrolled encoder in float in some runs and
+# not in others (TF 2.21, the demo model: 2 of 4 runs). The cause found (the first
+# step's shortcut, see GraphBuilder.first_step_shortcut) is avoided; a file the
+# integer guard still refuses is converted again, a bounded number of times.
 INTEGER_TRIES = 4
 
 
@@ -114,7 +114,8 @@ def convert_guarded(make_fn, path: Path, precision: str, metadata, calibration,
 
     tries = INTEGER_TRIES if precision == "int8-full" else 1
     for attempt in range(1, tries + 1):
-        convert.to_tflite(make_fn(), path, precision, metadata, calibration)
+        fn = make_fn()
+        convert.to_tflite(fn, path, precision, metadata, calibration)
         try:
             return check_tflite(path, allow_while, integer=precision == "int8-full")
         except OpGuardError as e:

@@ -337,6 +337,8 @@ def write_tflite(g: _Graphs, options: ExportOptions, log) -> tuple[list[GraphFil
     entries, encoder_forms = [], {}
 
     def calibration(precision: str, graph: str):
+        # Set per conversion: tf.functions are traced when converted (see GraphBuilder).
+        g.builder.first_step_shortcut = precision != "int8-full"
         return getattr(g.calibration, graph) if precision == "int8-full" else None
 
     for precision in options.tflite_precisions:
