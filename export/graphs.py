@@ -37,6 +37,8 @@ from .cells import CellOps, cell_weights, keras_encoder
 
 # How the TFLite encoder runs its fixed number of steps (export measures both).
 ENCODER_STYLES = ("unrolled", "loop")
+# How far below a row's lowest attention score its padding steps go (see _attend).
+MASK_MARGIN = 24.0
 
 
 def _embedding(layer) -> np.ndarray | None:
@@ -231,9 +233,19 @@ class GraphBuilder:
         else:
             tanh = tf.tanh(query[:, None, :] + memory)
             scores = tf.reduce_sum(tanh * consts["scale"] if "scale" in consts else tanh, -1)
-        if mask is not None:  # as Keras: padding scores lowered by 1e9
-            scores = tf.where(mask > 0.5, scores, scores - 1e9)
-        weights = tf.nn.softmax(scores)
+        if mask is None:
+            weights = tf.nn.softmax(scores)
+        else:
+            # Keras lowers padding scores by 1e9: weight exactly 0. Here they go
+            # MASK_MARGIN below the row's lowest score (weight under e^-24 of any
+            # real step's, below float32's resolution of the sum), and are then set
+            # to 0. The same numbers in float; and the scores keep a range that int8
+            # can hold (1e9 took all of it: a full-integer step decoded 4 of 120
+            # inputs right).
+            valid = mask > 0.5
+            floor = tf.reduce_min(scores, axis=-1, keepdims=True) - MASK_MARGIN
+            weights = tf.nn.softmax(tf.where(valid, scores, floor))
+            weights = weights * mask  # 0 or 1: exact (a MUL has int8 kernels)
         return tf.matmul(weights[:, None, :], memory)[:, 0, :], weights
 
     def _step(self, consts, token, state):
