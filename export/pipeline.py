@@ -203,8 +203,9 @@ class ExportOptions:
     """What to write; ``validate`` refuses what cannot be written."""
     # File formats: "onnx" and/or "tflite".
     formats: tuple[str, ...] = ("onnx", "tflite")
-    # Quantized variants besides fp32: "int8" (both formats, dynamic-range), "fp16" and
-    # "int8-full" (TFLite only; full-integer, calibrated: see export/calibration.py).
+    # Quantized variants besides fp32: "int8" (both formats, dynamic-range), "fp16"
+    # (TFLite only) and "int8-full" (both formats; static int8, calibrated: see
+    # export/calibration.py).
     quantize: tuple[str, ...] = ()
     # The ONNX opset the graphs are converted to.
     opset: int = convert.DEFAULT_OPSET
@@ -314,6 +315,12 @@ def write_onnx(g: _Graphs, options: ExportOptions, log) -> tuple[list[GraphFile]
         if "int8" in options.quantize:
             convert.quantize_onnx(g.staging / f"{name}.onnx", g.staging / f"{name}.int8.onnx")
             entries.append(g.entry(name, "onnx", "int8", f"{name}.int8.onnx"))
+        if "int8-full" in options.quantize:
+            log(f"quantizing {name} statically for ONNX (int8-full)", flush=True)
+            samples = g.calibration.encoder if name == "encoder" else g.calibration.step
+            convert.quantize_onnx_static(g.staging / f"{name}.onnx",
+                                         g.staging / f"{name}.int8-full.onnx", samples)
+            entries.append(g.entry(name, "onnx", "int8-full", f"{name}.int8-full.onnx"))
     if options.fused:
         log("converting the fused greedy decode to ONNX", flush=True)
         convert.to_onnx(g.builder.greedy_fused(onnx_encoder), g.staging / "greedy.onnx",

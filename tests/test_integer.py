@@ -65,7 +65,7 @@ def integer(learned, tmp_path_factory):
             run = learned(kind)[0].parent
             out = tmp_path_factory.mktemp("integer") / kind
             done = run_module("export", str(run / "model.keras"), "--out", str(out),
-                              "--formats", "tflite", "--quantize", "int8-full",
+                              "--quantize", "int8-full",
                               "--check-samples", str(CHECKS),
                               "--calibration-inputs", str(CALIBRATION), timeout=900)
             assert done.returncode == 0, done.stderr[-3000:]
@@ -140,11 +140,32 @@ def test_full_integer_decodes_within_the_gate(integer, kind):
     assert sum(b in pairs[t] for b, t in zip(beams, texts)) >= 0.8 * 20
 
 
-def test_int8_full_is_a_tflite_variant_and_needs_calibration_inputs(tiny_run, tmp_path):
+@pytest.mark.parametrize("kind", ["plain", "attention"])
+def test_static_int8_onnx_is_batch_independent_and_within_the_gate(integer, kind):
+    """ONNX's int8-full (activation scales fixed at export) answers each input the
+    same alone and in a batch of all of them, with no row-at-a-time fallback (the
+    dynamic int8 needs one), and keeps within the gate against fp32 and the truth."""
+    art, run = integer(kind)
+    pairs = {}
+    for line in (run / "heldout.tsv").read_text(encoding="utf-8").splitlines():
+        text, truth = line.split("\t")[:2]
+        pairs.setdefault(text, set()).add(truth)
+    texts = list(pairs)[:CHECKS]
+    fp32 = runtime.load(art, backend="onnx").translate(texts)
+    model = runtime.load(art, backend="onnx", precision="int8-full")
+    assert not model.backend.per_row
+    batched = model.translate(texts, batch_size=len(texts))
+    assert batched == [model.translate([t])[0] for t in texts]
+    assert sum(a == b for a, b in zip(batched, fp32)) / len(texts) >= 0.97
+    hits = sum(o in pairs[t] for o, t in zip(batched, texts))
+    assert hits >= sum(o in pairs[t] for o, t in zip(fp32, texts)) - 0.02 * len(texts)
+
+
+def test_int8_full_needs_calibration_inputs_and_an_unrolled_encoder(tiny_run, tmp_path):
     from export.pipeline import ExportOptions
 
-    with pytest.raises(InputError, match="int8-full variants are TFLite files"):
-        ExportOptions(formats=("onnx",), quantize=("int8-full",)).validate()
+    with pytest.raises(InputError, match="looped TFLite encoder cannot be full-integer"):
+        ExportOptions(quantize=("int8-full",), tflite_encoder="loop").validate()
     done = run_module("export", str(tiny_run / "model.keras"), "--out", str(tmp_path / "a"),
                       "--quantize", "int8-full", "--calibration-inputs", "0")
     assert done.returncode == 2 and "--calibration-inputs must be positive" in done.stderr

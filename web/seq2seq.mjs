@@ -15,7 +15,7 @@ import { LONG_POLICIES, UNKNOWN_POLICIES, Vocabulary } from "./vocab.mjs";
 export { Seq2SeqError, Vocabulary };
 
 export const MAX_BEAM = 256;  // runtime.decoding.MAX_BEAM
-const PRECISIONS = ["fp32", "int8", "fp16"];
+const PRECISIONS = ["fp32", "int8", "fp16", "int8-full"];
 const GREEDY = ["auto", "step", "fused"];
 const FLOOR = Math.fround(1e-30);
 
