@@ -350,11 +350,12 @@ def test_node_n_best_lists_scores_python_gives(tiny_artifact, heldout, tmp_path)
 
 def test_golden_cases_of_the_int8_and_plain_artifacts_replay_in_node(quantized_artifact, heldout,
                                                                     tmp_path):
-    """The left-padded character LSTM, fp32 and int8 (which Python runs a row at a
-    time: so must JavaScript, or batched answers change)."""
+    """The left-padded character LSTM, fp32, int8 (which Python runs a row at a
+    time: so must JavaScript, or batched answers change) and the static int8-full
+    (batched as it is)."""
     summary = replay_in_node(quantized_artifact, heldout, tmp_path / "cases.json")
     cases = json.loads((tmp_path / "cases.json").read_text(encoding="utf-8"))
-    assert {c["precision"] for c in cases["decode"]} == {"fp32", "int8"}, summary
+    assert {c["precision"] for c in cases["decode"]} == {"fp32", "int8", "int8-full"}, summary
 
 
 def test_version_1_artifact_replays_in_node(tiny_artifact, heldout, tmp_path):
