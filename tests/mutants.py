@@ -79,6 +79,17 @@ MUTANTS = (
     Mutant("beam-bound-ignores-penalty", "runtime/decoding.py",
            "length = steps if length_penalty > 0 else t + 2", "length = t + 2",
            ("tests/test_beam.py", "-k", "weak_ending or random_tables")),
+    # Full-integer export: the guard's integer mode, and a calibration apart from the
+    # inputs the checks judge.
+    Mutant("integer-guard-off", "export/opguard.py", "    if integer:\n",
+           "    if False:\n", ("tests/test_integer.py", "-k", "integer_and_calibrated")),
+    Mutant("calibration-on-the-checked-inputs", "export/pipeline.py",
+           "keep = [i for i, t in enumerate(texts) if t not in seen]",
+           "keep = list(range(len(texts)))",
+           ("tests/test_integer.py", "-k", "integer_and_calibrated")),
+    Mutant("masked-attention-drops-padding-by-1e9", "export/graphs.py",
+           "floor = tf.reduce_min(scores, axis=-1, keepdims=True) - MASK_MARGIN",
+           "floor = scores - 1e9", ("tests/test_integer.py", "-k", "within_the_gate")),
     Mutant("javascript-beam-stops-at-first-finished", "web/seq2seq.mjs",
            "if (ceiling <= bestScore) break;", "if (bestScore > -Infinity) break;",
            ("tests/test_web.py", "-k", "learned")),
