@@ -45,6 +45,25 @@ def to_onnx(fn, path: Path, opset: int, props: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
+def frozen(fn):
+    """``fn`` with the variables it reads (a Keras layer's weights) frozen into
+    constants, as a ``tf.function`` of the same signature and named outputs. The
+    TFLite converter keeps captured variables as ``VAR_HANDLE``/``READ_VARIABLE``
+    (which decode NaN on the plain interpreter) and gives such a file no signature."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2)
+
+    concrete = fn.get_concrete_function()
+    flat = convert_variables_to_constants_v2(concrete)
+    names = sorted(concrete.structured_outputs)  # a dict flattens in key order
+
+    @tf.function(input_signature=fn.input_signature)
+    def constant(*args):
+        return dict(zip(names, flat(*args), strict=True))
+
+    return constant
+
+
 def to_tflite(fn, path: Path, precision: str = "fp32",
               metadata: dict[str, str] | None = None, calibration=None) -> None:
     """Convert the ``tf.function`` ``fn`` to a TFLite file at ``path``, builtin ops only,

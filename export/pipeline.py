@@ -11,8 +11,9 @@ from pathlib import Path
 import runtime
 from runtime.errors import ArtifactError, DataError, InputError, VocabularyError
 from runtime.embedded import CONTRACT_KEY
-from runtime.metadata import (ARTIFACT_FORMAT, ARTIFACT_VERSION, METADATA_FILE, GraphFile,
-                              StateTensor, contract_digest, graph_io, sha256_file)
+from runtime.metadata import (ARTIFACT_FORMAT, ARTIFACT_VERSION, METADATA_FILE, STEP_KINDS,
+                              GraphFile, MemoryTensor, StateTensor, contract_digest,
+                              graph_io, sha256_file)
 from runtime.vocab import Vocabulary
 from family.rundir import HELDOUT_FILE
 from runtime import atomic as outdir
@@ -154,16 +155,17 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
                     texts: list[str] | None = None, force: bool = False,
                     fused: bool = True, tflite_encoder: str = "auto",
                     log=print, targets: list[list[str]] | None = None,
-                    ort: bool = False, calibration=None, strict: bool = False
-                    ) -> ExportResult:
+                    ort: bool = False, calibration=None, strict: bool = False,
+                    step: str = "auto") -> ExportResult:
     """Write a verified artifact of the Keras file ``model_path`` to ``out``; nothing
     is promoted unless parity holds. ``texts``: the inputs the decodes are checked
     on (without them, 64 random strings); ``targets``, aligned with ``texts``: the
     right answers (a list of references per input), against which each variant's
     quality is reported. ``calibration``: (texts, targets or None, where from) for
-    int8-full, best disjoint from ``texts`` (``calibration_pairs``)."""
+    int8-full, best disjoint from ``texts`` (``calibration_pairs``). ``step``: see
+    ``ExportOptions``."""
     options = ExportOptions(tuple(formats), tuple(quantize), opset, fused, tflite_encoder,
-                            ort, strict).validate()
+                            ort, strict, step).validate()
     outdir.check_target(out, METADATA_FILE, force)
     model = load_keras_model(model_path)
     source = {"file": model_path.name, "sha256": sha256_file(model_path)}
@@ -175,14 +177,17 @@ def export_model(model, vocabulary: Vocabulary, out_dir: str | Path,
                  texts: list[str] | None = None, force: bool = False, fused: bool = True,
                  tflite_encoder: str = "auto", log=print, ort: bool = False,
                  targets: list[list[str]] | None = None, calibration=None,
-                 strict: bool = False) -> ExportResult:
+                 strict: bool = False, step: str = "auto") -> ExportResult:
     """Export an in-memory ``keras.Model`` (the one a notebook just trained) through
     the same pipeline as ``python -m export``: the same graphs, parity proof against
     Keras and atomic write. ``vocabulary``: a ``runtime.Vocabulary``, for example
     from ``export.keras_io_vocab.from_keras_io(...)``. Give ``texts`` (and
     ``targets``) for the proof the CLI runs on held-out pairs; without them the
     decodes are checked on 64 random strings. ``calibration``: (texts, targets or
-    None, where from), the inputs int8-full's ranges come from (default: ``texts``)."""
+    None, where from), the inputs int8-full's ranges come from (default: ``texts``).
+    ``step``: "auto" (the structured RNN step where the model is of that family, else
+    the prefix step of its cut graph), "structured" or "prefix"; custom layers need
+    no registration here, since the model is never reloaded from a file."""
     import keras
 
     if not isinstance(model, keras.Model):
@@ -191,7 +196,7 @@ def export_model(model, vocabulary: Vocabulary, out_dir: str | Path,
         raise InputError("vocabulary must be a runtime.Vocabulary, got "
                          f"{type(vocabulary).__name__}")
     options = ExportOptions(tuple(formats), tuple(quantize), opset, fused, tflite_encoder,
-                            ort, strict).validate()
+                            ort, strict, step).validate()
     out = Path(out_dir)
     outdir.check_target(out, METADATA_FILE, force)
     source = {"file": None, "sha256": None, "note": f"in-memory keras.Model {model.name!r}"}
@@ -218,6 +223,10 @@ class ExportOptions:
     # Refuse the export when a quantized variant is flagged (agreement with fp32 or
     # quality against the truth past its bound) instead of writing it with a warning.
     strict: bool = False
+    # The step graph: "structured" (rebuilt from an RNN family model's cells), "prefix"
+    # (the model's own graph cut, stepping a fixed-length prefix: any causal two-input
+    # functional model) or "auto" (structured where the model is of the RNN family).
+    step: str = "auto"
 
     def validate(self) -> "ExportOptions":
         """Return self; raise InputError for an unknown TFLite encoder form, or ``ort``
@@ -243,6 +252,9 @@ class ExportOptions:
             raise InputError("the looped TFLite encoder cannot be full-integer (TF's "
                              "calibration crashes on it): use --tflite-encoder auto or "
                              "unrolled with int8-full")
+        if self.step not in ("auto",) + STEP_KINDS:
+            raise InputError(f"step must be one of auto, {', '.join(STEP_KINDS)}, got "
+                             f"{self.step!r}")
         if self.ort and "onnx" not in self.formats:
             raise InputError("ORT files are converted from the ONNX ones: --ort needs the "
                              "onnx format")
@@ -258,20 +270,33 @@ class _Graphs:
     """What every format writer shares: the graph builder, the decoder state and
     tensor names, and the contract digest each file carries."""
 
-    def __init__(self, parts, vocab: Vocabulary, staging: Path):
-        from .graphs import GraphBuilder
+    def __init__(self, parts, vocab: Vocabulary, staging: Path, why: str = ""):
+        from family.prefix import PrefixParts
 
         self.parts, self.vocab, self.staging = parts, vocab, staging
-        self.builder = GraphBuilder(parts, vocab)
-        self.state = tuple(StateTensor(n, u) for n, u in zip(self.builder.state_names,
-                                                           self.builder.state_units))
-        self.io = graph_io(self.state, self.builder.attention)
+        self.prefix = isinstance(parts, PrefixParts)
+        self.why = why  # why this step path was taken, for artifact.json
+        if self.prefix:
+            from .prefix_graphs import PrefixGraphBuilder
+
+            self.builder = PrefixGraphBuilder(parts, vocab)
+            self.state = tuple(StateTensor(n, u, d) for n, u, d in zip(
+                self.builder.state_names, self.builder.state_units, self.builder.state_dtypes))
+            self.memory = tuple(MemoryTensor(n, shape, d) for n, shape, d in parts.memory)
+        else:
+            from .graphs import GraphBuilder
+
+            self.builder = GraphBuilder(parts, vocab)
+            self.state = tuple(StateTensor(n, u) for n, u in zip(self.builder.state_names,
+                                                               self.builder.state_units))
+            self.memory = ()
+        self.io = graph_io(self.state, self.builder.attention, self.memory)
         self.calibration = None  # a calibration.Calibration where int8-full is written
         self.skipped: dict[str, str] = {}  # graphs not written, and why (artifact.json)
 
     def contract(self, name: str) -> str:
         return contract_digest(self.vocab, name, *self.io[name], self.state,
-                               self.builder.attention)
+                               self.builder.attention, self.memory)
 
     def onnx_props(self, name: str) -> dict:
         return convert.onnx_props(self.vocab.to_dict(), name, runtime.__version__,
@@ -389,17 +414,22 @@ def write_tflite(g: _Graphs, options: ExportOptions, log) -> tuple[list[GraphFil
 def write_graphs(g: _Graphs, options: ExportOptions, log) -> tuple[list[GraphFile], dict]:
     """Every format's files, and what the metadata records of how they were made."""
     entries, notes = [], {}
+    writers = (write_onnx, write_tflite)
+    if g.prefix:
+        from . import prefix_export
+
+        writers = (prefix_export.write_onnx, prefix_export.write_tflite)
     if "onnx" in options.formats:
-        onnx_entries, notes["onnx_encoder"] = write_onnx(g, options, log)
+        onnx_entries, notes["onnx_encoder"] = writers[0](g, options, log)
         entries += onnx_entries
         if options.ort:
             entries += write_ort(g, onnx_entries, log)
             notes["ort_required_operators"] = {
                 "file": convert.ORT_CONFIG, "sha256": sha256_file(g.staging / convert.ORT_CONFIG)}
     if "tflite" in options.formats:
-        tflite_entries, notes["tflite_encoder"] = write_tflite(g, options, log)
+        tflite_entries, notes["tflite_encoder"] = writers[1](g, options, log)
         entries += tflite_entries
-    return entries, notes
+    return entries, {k: v for k, v in notes.items() if v is not None}
 
 
 def _metadata(g: _Graphs, options: ExportOptions, entries: list[GraphFile], notes: dict,
@@ -407,18 +437,25 @@ def _metadata(g: _Graphs, options: ExportOptions, entries: list[GraphFile], note
     """artifact.json before the proof: the shared fields through the runtime's own
     types (what load_config reads), parity not passed."""
     attention = g.builder.attention
+    step = {"kind": "prefix" if g.prefix else "structured", "why": g.why}
+    if g.prefix:
+        step["prefix_length"] = g.parts.prefix_length
     return {
         "format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION,
         "vocabulary": g.vocab.to_dict(),
         "architecture": g.parts.describe(),
+        "step": step,
         "state": [t.to_dict() for t in g.state],
+        **({"memory": [m.to_dict() for m in g.memory]} if g.memory else {}),
         "attention": None if attention is None else attention.to_dict(),
         "opset": options.opset,
         "graphs": [e.to_dict() for e in entries], "versions": _versions(),
         "source_model": source,
         "encoder_note": "inputs are always padded to max_input_length by the "
-                        "vocabulary's padding rule; the TFLite encoder runs exactly "
-                        "that many steps, unrolled or in a WHILE (tflite_encoder)",
+                        "vocabulary's padding rule; " + (
+                            "every graph takes exactly that many steps" if g.prefix else
+                            "the TFLite encoder runs exactly that many steps, unrolled or "
+                            "in a WHILE (tflite_encoder)"),
         "parity": {"passed": False},  # until the checks below pass
         **{k: notes[k] for k in ("tflite_encoder", "onnx_encoder", "ort_required_operators")
            if k in notes},
@@ -433,17 +470,28 @@ def _variants(graphs: list[dict]) -> list[tuple[str, str]]:
 
 
 def prove(staging: Path, metadata: dict, model, vocab: Vocabulary, texts: list[str],
-          targets, log, strict: bool = False) -> list:
+          targets, log, strict: bool = False, prefix=None) -> list:
     """Every parity check against Keras; fills in the metadata's accuracy, greedy
     timing and path. Raises ParityError when a fatal check fails (``strict``: when
-    any check fails, a quantized variant's flags included)."""
+    any check fails, a quantized variant's flags included). ``prefix``: the
+    ``PrefixParts`` of a model exported through the prefix step (its answers are the
+    whole model's on the growing prefix, keras.io's decode loop)."""
     from family.reference import ReferenceDecoder
 
     variants = _variants(metadata["graphs"])
-    reference = ReferenceDecoder(model, vocab)
+    if prefix is not None:
+        from family.prefix import PrefixReference
+
+        from . import prefix_parity
+
+        reference = PrefixReference(prefix, vocab)
+    else:
+        reference = ReferenceDecoder(model, vocab)
     checks = []
     for variant in variants:
-        if variant[1] == "fp32":
+        if variant[1] == "fp32" and prefix is not None:
+            checks += prefix_parity.graph_checks(staging, variant, prefix, vocab, texts)
+        elif variant[1] == "fp32":
             checks += parity.graph_checks(staging, variant, reference, texts)
     decode, keras_out, outputs = parity.decode_checks(staging, variants, reference, texts,
                                                       judged_by_truth=bool(targets))
@@ -507,15 +555,16 @@ def build(model, source: dict, vocab: Vocabulary, out: Path, options: ExportOpti
     unless every fatal check passed. ``calibration``: (texts, targets or None, where
     they came from) for full-integer variants; without it the check texts are used,
     and artifact.json says so."""
-    from family.structure import check_vocabulary, locate
-
     options.validate()
-    parts = locate(model)
-    check_vocabulary(parts, vocab)
+    parts, why = locate_step(model, vocab, options.step, log)
     texts = texts or check_texts(vocab, None, 64)
     staging = outdir.staging_dir(out)
     try:
-        g = _Graphs(parts, vocab, staging)
+        g = _Graphs(parts, vocab, staging, why)
+        if g.prefix:
+            from . import prefix_export
+
+            prefix_export.check_options(options)
         if options.tflite_encoder == "loop" and not g.builder.loopable:
             raise InputError("the looped TFLite encoder form needs one unidirectional encoder "
                              f"layer; this model's encoder is {parts.describe()['encoder_layers']}"
@@ -535,7 +584,7 @@ def build(model, source: dict, vocab: Vocabulary, out: Path, options: ExportOpti
             flush=True)
         try:
             checks = prove(staging, metadata, model, vocab, texts, targets, log,
-                           options.strict)
+                           options.strict, parts if g.prefix else None)
         except ParityError as e:
             raise ParityError(f"{e}; no artifact written to {out}") from None
         write_metadata(staging, metadata)
@@ -544,6 +593,42 @@ def build(model, source: dict, vocab: Vocabulary, out: Path, options: ExportOpti
         outdir.discard(staging)
         raise
     return ExportResult(out, checks, metadata)
+
+
+def locate_step(model, vocab: Vocabulary, step: str, log) -> tuple[object, str]:
+    """The model's parts for the step path ``step`` ("auto", "structured", "prefix"),
+    and why that path was taken. "auto" takes the structured RNN step where the
+    model is of that family and cuts the graph otherwise; a prefix cut must also
+    prove causal on the Keras model. Raises ModelShapeError (both reasons, for
+    "auto") when neither applies."""
+    from family.errors import ModelShapeError
+    from family.prefix import check_causal, locate_prefix
+    from family.structure import check_vocabulary, locate
+
+    refusal = None
+    if step != "prefix":
+        try:
+            parts = locate(model)
+        except ModelShapeError as e:
+            if step == "structured":
+                raise
+            refusal = e
+        else:
+            check_vocabulary(parts, vocab)
+            return parts, "a model of the RNN family: its cells rebuilt as one step"
+    try:
+        parts = locate_prefix(model, vocab)
+        check_causal(parts, vocab)
+    except ModelShapeError as e:
+        if refusal is None:
+            raise
+        raise ModelShapeError(f"{refusal}. Nor does the prefix step apply: {e}") from None
+    why = ("asked for (--step prefix)" if refusal is None else
+           f"no structured step: {str(refusal)[-240:]}")
+    log(f"prefix step: the graph cut after {len(parts.encoder_nodes)} encoder call(s), "
+        f"{len(parts.crossing)} tensor(s) crossing, a {parts.prefix_length}-token prefix; "
+        "proven causal", flush=True)
+    return parts, why
 
 
 def _calibrate(g: _Graphs, vocab: Vocabulary, texts, targets, calibration, log):
@@ -586,7 +671,8 @@ def run(args) -> int:
     result = export_artifact(model_path, vocab, out, args.formats, args.quantize, args.opset,
                              texts, args.force, fused=not args.no_fused,
                              tflite_encoder=args.tflite_encoder, targets=targets,
-                             ort=args.ort, calibration=calibration, strict=args.strict)
+                             ort=args.ort, calibration=calibration, strict=args.strict,
+                             step=args.step)
     sizes = ", ".join(f"{g['file']} {g['bytes'] / 1024:.0f} KiB"
                       for g in result.metadata["graphs"])
     print(f"wrote {out}/ ({sizes}, {METADATA_FILE})")

@@ -16,10 +16,10 @@ from .errors import ArtifactError, VocabularyError
 from .vocab import Vocabulary
 
 ARTIFACT_FORMAT = "seq2seq-artifact"
-ARTIFACT_VERSION = 3
-# Version 1 (the one-layer LSTM, state "h" and "c" of latent_dim) and 2 (no
-# "attention" field) still load.
-READABLE_VERSIONS = (1, 2, 3)
+ARTIFACT_VERSION = 4
+# Version 1 (the one-layer LSTM, state "h" and "c" of latent_dim), 2 (no
+# "attention" field) and 3 (float32 state only, no "memory" or "step") still load.
+READABLE_VERSIONS = (1, 2, 3, 4)
 METADATA_FILE = "artifact.json"
 GRAPH_NAMES = ("encoder", "decoder_step", "greedy")
 # Fixed tensor names; the decoder state's names come from the metadata ("state").
@@ -36,19 +36,46 @@ MEMORY = "memory"  # [batch, steps, units]: the encoder's outputs
 MEMORY_MASK = "memory_mask"  # [batch, steps] float32, 1.0 on real (unpadded) steps
 ATTENTION = "attention"
 ATTENTION_KINDS = ("luong", "bahdanau")
+# The dtypes a state or memory tensor may have.
+DTYPES = ("float32", "int32")
+# How the step graph was made: from the recurrent cells ("structured"), or by
+# cutting the model's graph and stepping a fixed-length prefix ("prefix").
+STEP_KINDS = ("structured", "prefix")
 
 
 @dataclass(frozen=True)
 class StateTensor:
-    """One tensor of the decoder state, ``[batch, units]`` float32: per decoder layer,
-    ``h`` (and ``c`` for an LSTM). The encoder graph returns the decoder's initial
-    state; the step graph takes it and returns it as ``NAME_out``."""
+    """One tensor of the decoder state, ``[batch, units]``: per decoder layer of an
+    RNN, ``h`` (and ``c`` for an LSTM), float32; for a prefix step, ``prefix`` (the
+    tokens so far) and ``position``, int32. The encoder graph returns the decoder's
+    initial state; the step graph takes it and returns it as ``NAME_out``."""
     name: str
     units: int
+    dtype: str = "float32"
 
     def to_dict(self) -> dict:
         """The entry of ``artifact.json``'s ``state`` list."""
-        return {"name": self.name, "units": self.units}
+        out = {"name": self.name, "units": self.units}
+        if self.dtype != "float32":
+            out["dtype"] = self.dtype
+        return out
+
+    def contract(self) -> list:
+        """The entry of the contract digest's ``state`` (a float32 one as version 3 had it)."""
+        return [self.name, self.units] + ([self.dtype] if self.dtype != "float32" else [])
+
+
+@dataclass(frozen=True)
+class MemoryTensor:
+    """A tensor the encoder makes and every step reads unchanged (a prefix step's
+    encoder outputs and their mask): its name, the shape of one row and dtype."""
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict:
+        """The entry of ``artifact.json``'s ``memory`` list."""
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
 @dataclass(frozen=True)
@@ -69,12 +96,14 @@ class AttentionSpec:
         return {"kind": self.kind, "memory_units": self.memory_units, "masked": self.masked}
 
 
-def graph_io(state: tuple[StateTensor, ...], attention: AttentionSpec | None = None
+def graph_io(state: tuple[StateTensor, ...], attention: AttentionSpec | None = None,
+             memory_tensors: tuple[MemoryTensor, ...] = ()
              ) -> dict[str, tuple[tuple[str, ...], ...]]:
     """Input and output tensor names of each graph, for a decoder state (and
-    attention: the encoder also returns the memory, which the step also takes)."""
+    memory: the encoder also returns it, the step also takes it; an attention
+    model's by its ``AttentionSpec``, a prefix step's listed)."""
     names = tuple(s.name for s in state)
-    memory = attention.memory_names if attention else ()
+    memory = attention.memory_names if attention else tuple(m.name for m in memory_tensors)
     weights = (ATTENTION,) if attention else ()
     return {"encoder": (ENCODER_INPUTS, names + memory),
             "decoder_step": (("token",) + names + memory,
@@ -84,14 +113,18 @@ def graph_io(state: tuple[StateTensor, ...], attention: AttentionSpec | None = N
 
 
 def contract_digest(vocabulary: Vocabulary, graph: str, inputs, outputs,
-                    state: tuple[StateTensor, ...], attention: AttentionSpec | None) -> str:
+                    state: tuple[StateTensor, ...], attention: AttentionSpec | None,
+                    memory: tuple[MemoryTensor, ...] = ()) -> str:
     """sha256 of what a graph file must agree on with ``artifact.json``: the
-    vocabulary, the graph's tensor names and the decoder state. Export embeds it
-    in each model file; the runtime recomputes it from the metadata."""
+    vocabulary, the graph's tensor names, the decoder state and memory. Export
+    embeds it in each model file; the runtime recomputes it from the metadata.
+    (Fields a version-3 artifact lacks are left out when empty, so its digests hold.)"""
     contract = {"vocabulary": vocabulary.to_dict(), "graph": graph, "inputs": list(inputs),
-                "outputs": list(outputs), "state": [[s.name, s.units] for s in state],
+                "outputs": list(outputs), "state": [s.contract() for s in state],
                 "attention": None if attention is None else [
                     attention.kind, attention.memory_units, attention.masked]}
+    if memory:
+        contract["memory"] = [[m.name, list(m.shape), m.dtype] for m in memory]
     text = json.dumps(contract, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -149,6 +182,10 @@ class ArtifactConfig:
     parity: dict
     # Per "format/precision", the greedy path export measured as faster: "step" or "fused".
     greedy_path: dict
+    # A prefix step's memory (an attention model's is described by ``attention``).
+    memory: tuple[MemoryTensor, ...] = ()
+    # How the step graph was made: "structured" or "prefix" (STEP_KINDS).
+    step_kind: str = "structured"
 
     def has_graph(self, fmt: str, precision: str, name: str) -> bool:
         """The artifact lists graph ``name`` in format ``fmt`` at ``precision``."""
@@ -228,8 +265,12 @@ def load_config(directory: str | Path, unproven: bool = False) -> ArtifactConfig
             state = (StateTensor("h", latent), StateTensor("c", latent))
             architecture = {"cell": "lstm", "layers": 1, "units": latent}
         else:
-            state = tuple(StateTensor(str(s["name"]), int(s["units"])) for s in d["state"])
+            state = tuple(StateTensor(str(s["name"]), int(s["units"]),
+                                      str(s.get("dtype", "float32"))) for s in d["state"])
             architecture = dict(d["architecture"])
+        memory = tuple(MemoryTensor(str(m["name"]), tuple(int(x) for x in m["shape"]),
+                                    str(m["dtype"])) for m in d.get("memory") or ())
+        step_kind = str((d.get("step") or {}).get("kind", "structured"))
         graphs = tuple(
             GraphFile(name=g["name"], format=g["format"], precision=g["precision"],
                       file=_safe_relative(directory, g["file"]), sha256=g["sha256"],
@@ -247,15 +288,25 @@ def load_config(directory: str | Path, unproven: bool = False) -> ArtifactConfig
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactError(f"{meta}: field missing or malformed: {e!r}") from None
     names = [s.name for s in state]
-    if not state or len(set(names)) != len(names) or not all(
-            n.isidentifier() and s.units > 0 for n, s in zip(names, state)):
+    every = names + [m.name for m in memory]
+    if not state or len(set(every)) != len(every) or not all(
+            n.isidentifier() and s.units > 0 and s.dtype in DTYPES
+            for n, s in zip(names, state)):
         raise ArtifactError(f"{meta}: the decoder state {names} must be distinct names "
-                            "with positive units")
+                            f"with positive units and a dtype among {DTYPES}")
+    if not all(m.name.isidentifier() and m.dtype in DTYPES and all(x > 0 for x in m.shape)
+               for m in memory):
+        raise ArtifactError(f"{meta}: memory tensors must have names, positive shapes and "
+                            f"a dtype among {DTYPES}: {[m.to_dict() for m in memory]}")
+    if step_kind not in STEP_KINDS or (step_kind == "prefix") != bool(memory) or (
+            memory and attention is not None):
+        raise ArtifactError(f"{meta}: step kind {step_kind!r} must be one of {STEP_KINDS}; a "
+                            "prefix step lists its memory, and only it (not attention)")
     if attention is not None and (attention.kind not in ATTENTION_KINDS
                                   or attention.memory_units < 1):
         raise ArtifactError(f"{meta}: attention kind must be one of {ATTENTION_KINDS} with "
                             f"positive memory_units, got {attention}")
-    io = graph_io(state, attention)
+    io = graph_io(state, attention, memory)
     for g in graphs:
         if g.name not in GRAPH_NAMES:
             raise ArtifactError(f"{meta}: unknown graph {g.name!r}")
@@ -270,7 +321,8 @@ def load_config(directory: str | Path, unproven: bool = False) -> ArtifactConfig
     return ArtifactConfig(directory=directory, version=d["version"], vocabulary=vocab, state=state,
                           architecture=architecture, attention=attention, graphs=graphs,
                           versions=dict(d.get("versions", {})),
-                          parity=dict(d.get("parity", {})), greedy_path=greedy_path)
+                          parity=dict(d.get("parity", {})), greedy_path=greedy_path,
+                          memory=memory, step_kind=step_kind)
 
 
 def read_graph(config: ArtifactConfig, graph: GraphFile, verify: bool = True) -> bytes:
@@ -310,7 +362,7 @@ def check_contract(config: ArtifactConfig, graph: GraphFile, data: bytes) -> Non
                                 "this toolkit")
         return
     want = contract_digest(config.vocabulary, graph.name, graph.inputs, graph.outputs,
-                           config.state, config.attention)
+                           config.state, config.attention, config.memory)
     if found != want:
         raise ArtifactError(f"{path}: {METADATA_FILE} does not match this model file: its "
                             "vocabulary, tensor names or decoder state were changed after "

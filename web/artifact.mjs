@@ -6,11 +6,13 @@ import { Seq2SeqError } from "./errors.mjs";
 import { Vocabulary } from "./vocab.mjs";
 
 const FORMAT = "seq2seq-artifact";
-export const READABLE_VERSIONS = [1, 2, 3];
+export const READABLE_VERSIONS = [1, 2, 3, 4];
 const GRAPH_NAMES = ["encoder", "decoder_step", "greedy"];
 const FILE_FORMATS = ["onnx", "ort", "tflite"];
 const ATTENTION_KINDS = ["luong", "bahdanau"];
 const GREEDY_PATHS = ["step", "fused"];
+const DTYPES = ["float32", "int32"];
+const STEP_KINDS = ["structured", "prefix"];
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 const fail = (message) => {
@@ -31,9 +33,10 @@ export function safeFileName(name) {
   return name;
 }
 
-// Input and output tensor names of each graph (runtime.metadata.graph_io).
-export function graphIO(state, attention) {
-  const memory = attention ? (attention.masked ? ["memory", "memory_mask"] : ["memory"]) : [];
+// Input and output tensor names of each graph (runtime.metadata.graph_io): an
+// attention model's memory by its attention record, a prefix step's listed.
+export function graphIO(state, attention, memoryNames = []) {
+  const memory = attention ? (attention.masked ? ["memory", "memory_mask"] : ["memory"]) : memoryNames;
   return {
     encoder: [["input_ids"], state.concat(memory)],
     decoder_step: [["token", ...state, ...memory],
@@ -70,12 +73,24 @@ export function parseMetadata(text) {
   const state = d.version === 1
     ? [["h", field(d, "latent_dim")], ["c", d.latent_dim]]
     : (Array.isArray(field(d, "state")) ? d.state : fail("field missing or malformed: 'state'"))
-      .map((s) => [field(s, "name"), field(s, "units")]);
+      .map((s) => (s.dtype === undefined || s.dtype === "float32"
+        ? [field(s, "name"), field(s, "units")] : [field(s, "name"), field(s, "units"), s.dtype]));
   const names = state.map(([n]) => n);
-  if (names.length === 0 || new Set(names).size !== names.length
-      || !state.every(([n, u]) => typeof n === "string" && IDENTIFIER.test(n) && Number.isInteger(u) && u > 0)) {
-    fail(`the decoder state ${JSON.stringify(names)} must be distinct names with positive units`);
+  const memory = d.memory === undefined || d.memory === null ? [] : d.memory;
+  if (!Array.isArray(memory)) fail("field missing or malformed: 'memory'");
+  const memoryNames = memory.map((m) => field(m, "name"));
+  const every = names.concat(memoryNames);
+  if (names.length === 0 || new Set(every).size !== every.length
+      || !state.every(([n, u, t = "float32"]) => typeof n === "string" && IDENTIFIER.test(n)
+        && Number.isInteger(u) && u > 0 && DTYPES.includes(t))) {
+    fail(`the decoder state ${JSON.stringify(names)} must be distinct names with positive units `
+      + `and a dtype among ${DTYPES.join(", ")}`);
   }
+  if (!memory.every((m) => typeof m.name === "string" && IDENTIFIER.test(m.name) && DTYPES.includes(m.dtype)
+      && Array.isArray(m.shape) && m.shape.every((x) => Number.isInteger(x) && x > 0))) {
+    fail("memory tensors must have names, positive shapes and a dtype among float32, int32");
+  }
+  const stepKind = isObject(d.step) && d.step.kind !== undefined ? d.step.kind : "structured";
   let attention = null;
   if (d.attention !== undefined && d.attention !== null) {
     const a = d.attention;
@@ -85,7 +100,12 @@ export function parseMetadata(text) {
       fail(`attention kind must be one of ${ATTENTION_KINDS.join(", ")} with positive memory_units`);
     }
   }
-  const io = graphIO(names, attention);
+  if (!STEP_KINDS.includes(stepKind) || (stepKind === "prefix") !== (memory.length > 0)
+      || (memory.length > 0 && attention !== null)) {
+    fail(`step kind ${JSON.stringify(stepKind)} must be one of ${STEP_KINDS.join(", ")}; a prefix `
+      + "step lists its memory, and only it (not attention)");
+  }
+  const io = graphIO(names, attention, memoryNames);
   if (!Array.isArray(field(d, "graphs"))) fail("field missing or malformed: 'graphs'");
   const graphs = d.graphs.map((g) => {
     const graph = {};
@@ -111,7 +131,7 @@ export function parseMetadata(text) {
     fail("greedy_path values must be one of step, fused");
   }
   return { version: d.version, vocab, vocabulary: d.vocabulary, state: names,
-    units: state, attention, graphs, greedyPath };
+    units: state, attention, graphs, greedyPath, memory, stepKind };
 }
 
 async function sha256Hex(bytes) {
@@ -135,6 +155,7 @@ function contractDigest(meta, g) {
     vocabulary: meta.vocabulary, graph: g.name, inputs: g.inputs, outputs: g.outputs,
     state: meta.units, attention: a ? [a.kind, a.memoryUnits, a.masked] : null,
   };
+  if (meta.memory.length > 0) contract.memory = meta.memory.map((m) => [m.name, m.shape, m.dtype]);
   return sha256Hex(new TextEncoder().encode(canonical(contract)));
 }
 

@@ -1,0 +1,202 @@
+"""The prefix step: any causal two-input functional model exported by its own graph cut.
+
+The answer key is outside the code under test: keras.io's own ``decode_sequence``
+loop on the Transformer example (tests/keras_io_transformer.py), and for an RNN
+forced through the prefix step, the same model's structured step artifact.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import read_json, replay_in_node, run_module
+
+import keras_io_transformer as kio
+
+
+@pytest.fixture(scope="module")
+def transformer(tmp_path_factory):
+    """keras.io's Transformer, trained briefly (greedy decodes confident), its
+    vectorisers, held-out English sentences, the example's own decodes of them and
+    the artifact ``export.export_model`` writes (int8 and fp16 too)."""
+    import export
+
+    model, eng, spa, _ = kio.train()
+    texts = [e for e, _ in kio.make_pairs(60, seed=5)]
+    want = [kio.decode_sequence(model, eng, spa, t) for t in texts]
+    vocab = export.from_text_vectorization(eng, spa)
+    out = tmp_path_factory.mktemp("transformer") / "artifact"
+    export.export_model(model, vocab, out, quantize=("int8", "fp16"), texts=texts,
+                        log=lambda *a, **k: None)
+    return {"model": model, "eng": eng, "spa": spa, "texts": texts, "want": want,
+            "artifact": out}
+
+
+def _as_example_writes(output: str) -> str:
+    return f"[start] {output} [end]"
+
+
+def test_the_example_was_trained_until_it_translates(transformer):
+    """The decodes compared below are the right translations, not noise."""
+    right = [spa for _, spa in kio.make_pairs(60, seed=5)]
+    got = transformer["want"]
+    rules = [kio.custom_standardization(r).numpy().decode() for r in right]
+    assert sum(g == r for g, r in zip(got, rules)) >= 55, list(zip(got, rules))[:5]
+
+
+@pytest.mark.parametrize("backend", ["onnx", "tflite"])
+@pytest.mark.parametrize("greedy", ["step", "fused"])
+def test_transformer_decodes_as_the_examples_own_loop(transformer, backend, greedy):
+    import runtime
+
+    model = runtime.load(transformer["artifact"], backend=backend, greedy=greedy)
+    got = [_as_example_writes(o) for o in model.translate(transformer["texts"])]
+    assert got == transformer["want"]
+    one_by_one = [_as_example_writes(model.translate([t])[0]) for t in transformer["texts"][:8]]
+    assert one_by_one == transformer["want"][:8]
+
+
+def test_transformer_artifact_records_the_prefix_step(transformer):
+    meta = read_json(transformer["artifact"] / "artifact.json")
+    assert meta["version"] == 4 and meta["step"]["kind"] == "prefix"
+    assert "no structured step" in meta["step"]["why"]
+    assert meta["state"] == [{"name": "prefix", "units": kio.sequence_length, "dtype": "int32"},
+                             {"name": "position", "units": 1, "dtype": "int32"}]
+    assert [m["name"] for m in meta["memory"]] == ["memory", "memory_mask"]
+    assert meta["memory"][0]["shape"] == [kio.sequence_length, 16]
+    arch = meta["architecture"]
+    assert arch["kind"] == "functional" and any("TransformerEncoder" in n
+                                                for n in arch["encoder_layers"])
+    assert any("TransformerDecoder" in n for n in arch["decoder_layers"])
+    assert meta["parity"]["passed"] and {g["precision"] for g in meta["graphs"]} == {
+        "fp32", "int8", "fp16"}
+
+
+def test_transformer_beams_sampling_and_streams_run_on_the_prefix_state(transformer):
+    """Beams reorder the prefix rows with their hypotheses; a beam of 1 and a cold
+    sampler are greedy; a stream joins to the greedy string; the quantized
+    variants agree with fp32 on this confident model."""
+    import runtime
+
+    texts = transformer["texts"][:20]
+    for backend in ("onnx", "tflite"):
+        model = runtime.load(transformer["artifact"], backend=backend, greedy="step")
+        greedy = model.translate(texts)
+        beam = model.translate(texts, beam_size=4)
+        assert np.all(model.score(texts, beam) >= model.score(texts, greedy) - 1e-6)
+        assert model.translate(texts, beam_size=1) == greedy
+        assert model.translate(texts, temperature=1e-4, seed=1) == greedy
+        assert "".join(model.stream(texts[3])) == greedy[3]
+    for backend, precision in (("onnx", "int8"), ("tflite", "int8"), ("tflite", "fp16")):
+        q = runtime.load(transformer["artifact"], backend=backend, precision=precision)
+        assert q.translate(texts) == greedy
+
+
+def test_transformer_golden_cases_replay_in_node(transformer, tmp_path):
+    """The JavaScript runtime runs the prefix state (int32 tensors) and memory as
+    listed: the Python runtime's answers in every mode, replayed in Node."""
+    summary = replay_in_node(transformer["artifact"], transformer["texts"][:24],
+                             tmp_path / "cases.json")
+    assert summary["strings"] > 0
+
+
+def _rnn_outputs(artifact, texts):
+    import runtime
+
+    out = {}
+    for backend in ("onnx", "tflite"):
+        model = runtime.load(artifact, backend=backend, greedy="step")
+        out[backend] = (model.translate(texts), model.translate(texts[:12], beam_size=3))
+    return out
+
+
+def test_rnn_forced_through_the_prefix_step_decodes_like_its_structured_step(tiny_run,
+                                                                             tiny_artifact,
+                                                                             heldout, tmp_path):
+    """The keras.io LSTM (one-hot on both sides), exported with --step prefix from
+    the command line: the same strings, greedy and beam, as its structured step."""
+    out = tmp_path / "prefix"
+    done = run_module("export", str(tiny_run / "model.keras"), "--step", "prefix", "--out",
+                      str(out), "--check-samples", "24", timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = read_json(out / "artifact.json")
+    assert meta["step"] == {"kind": "prefix", "why": "asked for (--step prefix)",
+                            "prefix_length": meta["vocabulary"]["max_output_length"]}
+    assert meta["architecture"]["decoder_input"] == "one-hot"
+    assert _rnn_outputs(out, heldout[:30]) == _rnn_outputs(tiny_artifact, heldout[:30])
+
+
+def test_attention_rnn_through_the_prefix_step_decodes_like_its_structured_step(learned,
+                                                                                tmp_path):
+    """A masked Embedding, Bahdanau attention: the encoder hands over its outputs,
+    its final states and the mask Keras propagates; the cut carries all of them."""
+    from export.pipeline import check_texts, export_artifact
+    from runtime.vocab import Vocabulary
+
+    artifact, pairs = learned("attention")
+    run = artifact.parent
+    vocab = Vocabulary.load(run / "vocab.json")
+    texts = check_texts(vocab, run / "heldout.tsv", 40)
+    out = tmp_path / "prefix"
+    result = export_artifact(run / "model.keras", vocab, out, texts=texts, step="prefix",
+                             fused=False, log=lambda *a, **k: None)
+    names = [m["name"] for m in result.metadata["memory"]]
+    assert len(names) >= 3 and any(n.endswith("_mask") for n in names), names
+    held = [a for a, _ in pairs[:40]]
+    assert _rnn_outputs(out, held) == _rnn_outputs(artifact, held)
+
+
+def _peeking_model(vocab_size=12, length=6, width=8):
+    """A decoder whose self-attention has no causal mask: position t reads t+1."""
+    import keras
+
+    src = keras.Input((None,), dtype="int32", name="src")
+    dec = keras.Input((None,), dtype="int32", name="dec")
+    memory = keras.layers.Embedding(vocab_size, width)(src)
+    x = keras.layers.Embedding(vocab_size, width)(dec)
+    x = keras.layers.MultiHeadAttention(2, width)(x, x)
+    x = keras.layers.MultiHeadAttention(2, width)(x, memory)
+    return keras.Model([src, dec], keras.layers.Dense(vocab_size, activation="softmax")(x))
+
+
+def _word_vocab(size=12, length=6):
+    from runtime.vocab import InputPadding, Vocabulary
+
+    words = tuple(["", "[UNK]"] + [f"w{i}" for i in range(size - 2)])
+    targets = tuple(["", "[UNK]", "[start]", "[end]"] + [f"t{i}" for i in range(size - 4)])
+    return Vocabulary(words, targets, "[start]", "[end]", max_input_length=length,
+                      max_output_length=length, padding=InputPadding("right", ""),
+                      unit="word", target_unit="word", unknown_token="[UNK]")
+
+
+def test_a_model_that_reads_the_future_is_refused(tmp_path):
+    import export
+    from family.errors import ModelShapeError
+
+    with pytest.raises(ModelShapeError) as e:
+        export.export_model(_peeking_model(), _word_vocab(), tmp_path / "a",
+                            log=lambda *a, **k: None)
+    message = str(e.value)
+    assert "reads the future" in message and "not a seq2seq model of the expected shape" in message
+    assert not (tmp_path / "a").exists()
+
+
+def test_step_options_are_checked(tmp_path, tiny_run):
+    """A structured step asked of a Transformer names why not; an unknown step and
+    int8-full on the prefix path are refused before anything is converted."""
+    import export
+    from family.errors import ModelShapeError
+    from runtime.errors import InputError
+
+    with pytest.raises(ModelShapeError, match="expected shape"):
+        export.export_model(_peeking_model(), _word_vocab(), tmp_path / "a", step="structured")
+    with pytest.raises(InputError, match="step must be one of"):
+        export.export_model(_peeking_model(), _word_vocab(), tmp_path / "a", step="cut")
+    done = run_module("export", str(tiny_run / "model.keras"), "--step", "prefix", "--quantize",
+                      "int8-full", "--out", str(tmp_path / "b"))
+    assert done.returncode == 2 and "int8-full is not available" in done.stderr
+    assert not (tmp_path / "b").exists()
+    helped = run_module("export", "--help")
+    assert "--step {auto,structured,prefix}" in helped.stdout
