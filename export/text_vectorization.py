@@ -6,12 +6,68 @@ layers (the usual word-level setup), from the layers' own vocabularies and setti
 
 Ids are the layers' own (0: padding ``""``, 1: ``"[UNK]"``), inputs are padded after
 the text to the source layer's ``output_sequence_length``, and the runtime
-standardises and splits exactly as the layer does for its built-in settings.
+standardises and splits exactly as the layer does for its built-in settings. A
+custom ``standardize`` callable (keras.io's Transformer example lowercases and
+strips punctuation but keeps ``[`` and ``]``) is recorded as the rule it is found
+to apply, lowercasing and a set of characters removed, once that rule gives the
+callable's own output on every probe; anything else is refused.
 """
 from __future__ import annotations
 
+import string
+
 from runtime.errors import VocabularyError
-from runtime.vocab import STANDARDIZE, InputPadding, Vocabulary
+from runtime.vocab import STANDARDIZE, InputPadding, Vocabulary, standardized
+
+# What a custom standardisation is tried on: ASCII, and the punctuation, letters and
+# spaces of the languages keras.io's examples translate.
+PROBE = (string.printable + "¿¡«»„“”‘’‚‹›…–—·•€£¥§°©®™ªº¨´"
+         + "ÁÉÍÓÚÑÜÀÈÌÒÙÂÊÎÔÛÄËÏÖÇŒÆáéíóúñüàèìòùâêîôûäëïöçœæß\u00a0\u3000")
+SENTENCES = ("Hello, World! ¿Qué tal? ¡Muy bien!", "[start] Él dijo: «sí»... [end]",
+             "It's 10:30 -- isn't it?", "  Spaces\tand\nlines  ")
+
+
+def _apply(fn, texts: list[str]) -> list[str]:
+    import tensorflow as tf
+
+    out = fn(tf.constant(texts))
+    return [x.decode("utf-8") for x in out.numpy().tolist()]
+
+
+def record_standardize(fn, side: str) -> dict:
+    """The rule a custom standardisation callable applies, as the vocabulary records
+    it: ``{"lower": ..., "strip": ...}``; raises VocabularyError when no such rule
+    gives the callable's own output on every probe (it replaces characters, lowers
+    beyond ASCII, or depends on context)."""
+    try:
+        chars = _apply(fn, list(PROBE))
+    except Exception as e:  # a user's callable may raise anything
+        raise VocabularyError(f"the {side} TextVectorization's standardize callable fails "
+                              f"on single characters: {e}") from None
+    rule = {"lower": chars[PROBE.index("A")] == "a",
+            "strip": "".join(dict.fromkeys(c for c, out in zip(PROBE, chars) if out == ""))}
+    probes = list(PROBE) + [PROBE] + list(SENTENCES)
+    for text, got in zip(probes, _apply(fn, probes)):
+        if standardized(text, rule) != got:
+            raise VocabularyError(
+                f"the {side} TextVectorization's standardize callable cannot be recorded: "
+                f"on {text[:40]!r} it gives {got[:40]!r}, where lowercasing ASCII "
+                f"({rule['lower']}) and removing {rule['strip'][:40]!r} gives "
+                f"{standardized(text, rule)[:40]!r}; the runtime can repeat only such "
+                "rules (or TextVectorization's built-in ones)")
+    return rule
+
+
+def _rule(layer, config: dict, side: str):
+    standardize = getattr(layer, "_standardize", config.get("standardize"))
+    if callable(standardize):
+        return record_standardize(standardize, side)
+    if standardize not in STANDARDIZE:
+        raise VocabularyError(f"the {side} TextVectorization standardises with "
+                              f"{standardize!r}; the runtime can repeat {STANDARDIZE[1:]}, "
+                              "a recorded custom rule, or none, so an app could not encode "
+                              "text as the model saw it")
+    return standardize
 
 SPLITS = {"whitespace": "word", "character": "char"}
 
@@ -36,16 +92,13 @@ def from_text_vectorization(source, target, start_token: str = "[start]",
     included) defaults to the target layer's sequence length less one (the
     decoder reads ``[start] ...`` and predicts ``... [end]``)."""
     tokens, unit, config = _settings(source, "source")
-    standardize = config.get("standardize")
-    if standardize not in STANDARDIZE:
-        raise VocabularyError(f"the source TextVectorization standardises with "
-                              f"{standardize!r}; the runtime can repeat {STANDARDIZE[1:]} "
-                              "or none, so an app could not encode text as the model saw it")
+    standardize = _rule(source, config, "source")
     steps = config.get("output_sequence_length")
     if not steps:
         raise VocabularyError("the source TextVectorization has no output_sequence_length: "
                               "the model's encoder length is not recorded")
     target_tokens, target_unit, target_config = _settings(target, "target")
+    target_standardize = _rule(target, target_config, "target")
     for token in (start_token, end_token):
         if token not in target_tokens:
             raise VocabularyError(f"{token!r} is not in the target TextVectorization's "
@@ -62,4 +115,5 @@ def from_text_vectorization(source, target, start_token: str = "[start]",
     return Vocabulary(tuple(tokens), tuple(target_tokens), start_token, end_token,
                       max_input_length=int(steps), max_output_length=int(max_output_length),
                       padding=InputPadding("right", ""), unit=unit, target_unit=target_unit,
-                      standardize=standardize, unknown_token="[UNK]")
+                      standardize=standardize, unknown_token="[UNK]",
+                      target_standardize=target_standardize)

@@ -78,8 +78,12 @@ class Vocabulary:
     padding: InputPadding = field(default_factory=InputPadding)
     unit: str = "char"  # input side
     target_unit: str = "char"
-    standardize: str | None = None  # applied to inputs before they are split
+    # Applied to inputs before they are split: one of STANDARDIZE, or a recorded custom
+    # rule {"lower": bool, "strip": "characters removed"} (export.from_text_vectorization).
+    standardize: str | dict | None = None
     unknown_token: str | None = None  # input token that unknown units may map to
+    # The same for target texts (what encode_target reads: references, scored outputs).
+    target_standardize: str | dict | None = None
 
     def __post_init__(self) -> None:
         _check(len(self.input_tokens) > 0, "input_tokens is empty")
@@ -87,8 +91,13 @@ class Vocabulary:
         _check(self.unit in UNITS and self.target_unit in UNITS,
                f"unit and target_unit must be one of {UNITS}, got {self.unit!r}, "
                f"{self.target_unit!r}")
-        _check(self.standardize in STANDARDIZE,
-               f"standardize must be one of {STANDARDIZE}, got {self.standardize!r}")
+        for name in ("standardize", "target_standardize"):
+            rule = getattr(self, name)
+            _check(rule in STANDARDIZE if not isinstance(rule, dict) else (
+                set(rule) == {"lower", "strip"} and isinstance(rule["lower"], bool)
+                and isinstance(rule["strip"], str)),
+                   f"{name} must be one of {STANDARDIZE} or {{\"lower\": true|false, "
+                   f"\"strip\": \"characters\"}}, got {rule!r}")
         for name, unit in (("input_tokens", self.unit), ("target_tokens", self.target_unit)):
             toks = getattr(self, name)
             # "" at id 0 is the reserved padding id an Embedding(mask_zero=True) needs.
@@ -161,12 +170,7 @@ class Vocabulary:
     # -- encoding -------------------------------------------------------
     def split_input(self, text: str) -> list[str]:
         """The input's units after standardisation: characters, or words."""
-        # As TextVectorization does: ASCII letters lowered (tf.strings.lower), ASCII
-        # punctuation removed, split on ASCII whitespace.
-        if self.standardize in ("lower", "lower_and_strip_punctuation"):
-            text = text.translate(_LOWER)
-        if self.standardize in ("strip_punctuation", "lower_and_strip_punctuation"):
-            text = text.translate(_STRIP)
+        text = standardized(text, self.standardize)
         return _split_words(text) if self.unit == "word" else list(text)
 
     def encode_inputs(self, texts: Sequence[str], unknown: str = "error",
@@ -234,6 +238,7 @@ class Vocabulary:
         """Ids of ``text`` (characters, or whitespace-separated words) followed by the
         end token (no start token)."""
         index = self.target_index
+        text = standardized(text, self.target_standardize)
         pieces = _split_words(text) if self.target_unit == "word" else list(text)
         bad = sorted({p for p in pieces if p not in index})
         if bad:
@@ -296,6 +301,10 @@ class Vocabulary:
             "target_unit": self.target_unit,
             "standardize": self.standardize,
             "unknown_token": self.unknown_token,
+            # Only where set: the vocabulary (and the digests made of it) of a model
+            # without one stays as it was.
+            **({"target_standardize": self.target_standardize}
+               if self.target_standardize is not None else {}),
         }
 
     @classmethod
@@ -323,6 +332,7 @@ class Vocabulary:
                 target_unit=d.get("target_unit", "char"),
                 standardize=d.get("standardize"),
                 unknown_token=d.get("unknown_token"),
+                target_standardize=d.get("target_standardize"),
             )
         except (KeyError, TypeError, AttributeError) as e:
             raise VocabularyError(f"vocabulary field missing or of the wrong type: {e}") from None
@@ -388,6 +398,23 @@ class Vocabulary:
 
 
 _STRIP = str.maketrans("", "", PUNCTUATION)
+
+
+def standardized(text: str, rule) -> str:
+    """``text`` as a standardisation rule leaves it, as TextVectorization does: ASCII
+    letters lowered (tf.strings.lower), punctuation removed (ASCII's, or a recorded
+    rule's characters); None leaves it as it is."""
+    if rule is None:
+        return text
+    if isinstance(rule, dict):
+        if rule["lower"]:
+            text = text.translate(_LOWER)
+        return text.translate(str.maketrans("", "", rule["strip"])) if rule["strip"] else text
+    if rule in ("lower", "lower_and_strip_punctuation"):
+        text = text.translate(_LOWER)
+    if rule in ("strip_punctuation", "lower_and_strip_punctuation"):
+        text = text.translate(_STRIP)
+    return text
 _LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _WHITESPACE = re.compile(r"[ \t\n\r\f\v]+")
 

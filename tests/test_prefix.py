@@ -13,7 +13,7 @@ import pytest
 
 from conftest import read_json, replay_in_node, run_module
 
-import keras_io_transformer as kio
+from benchmarks import keras_io_transformer as kio
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +200,44 @@ def test_step_options_are_checked(tmp_path, tiny_run):
     assert not (tmp_path / "b").exists()
     helped = run_module("export", "--help")
     assert "--step {auto,structured,prefix}" in helped.stdout
+
+
+def test_the_examples_custom_standardization_is_recorded_and_repeated():
+    """keras.io's custom_standardization (lowercase, strip punctuation and "¿" but keep
+    "[" and "]") is recorded as that rule: the runtime's ids equal the layers' own,
+    on the source side (the callable used there) and for targets; a callable that
+    replaces characters is refused, naming the text it fails on."""
+    import tensorflow as tf
+    from keras.layers import TextVectorization
+
+    import export
+    from runtime.errors import VocabularyError
+
+    pairs = kio.make_pairs(200, seed=3)
+    src = TextVectorization(output_mode="int", output_sequence_length=kio.sequence_length,
+                            standardize=kio.custom_standardization)
+    tgt = TextVectorization(output_mode="int", output_sequence_length=kio.sequence_length + 1,
+                            standardize=kio.custom_standardization)
+    src.adapt([e for e, _ in pairs])
+    tgt.adapt([s for _, s in pairs])
+    vocab = export.from_text_vectorization(src, tgt)
+    assert vocab.target_standardize == vocab.standardize
+    rule = vocab.standardize
+    assert rule["lower"] and "¿" in rule["strip"] and "!" in rule["strip"]
+    assert "[" not in rule["strip"] and "]" not in rule["strip"]
+    probes = ["¿One, TWO... three?", "[start] Nine!", "five (six) 'seven'", "Zero\t-eight-"]
+    want = src(tf.constant(probes)).numpy().tolist()
+    assert vocab.encode_inputs(probes, unknown="unk").tolist() == want
+    target = "[start] ¿Tres, DOS? [end]"
+    ids = [i for i in tgt(tf.constant([target])).numpy()[0].tolist() if i]
+    assert vocab.encode_target(target)[:-1] == ids  # encode_target appends the end id
+    saved = type(vocab).from_dict(json.loads(json.dumps(vocab.to_dict())))
+    assert saved == vocab
+
+    def replacing(text):
+        return tf.strings.regex_replace(tf.strings.lower(text), "[0-9]", "#")
+
+    odd = TextVectorization(output_sequence_length=4, standardize=replacing)
+    odd.adapt(["a b c"])
+    with pytest.raises(VocabularyError, match="cannot be recorded: on '0' it gives '#'"):
+        export.from_text_vectorization(odd, tgt)

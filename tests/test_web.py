@@ -397,14 +397,14 @@ def test_version_1_artifact_replays_in_node(tiny_artifact, heldout, tmp_path):
 
 def _vocab_verdicts_in_node(records: list, texts: list) -> dict:
     """Node's verdict on each vocabulary record (accepted, or refused), and the ids
-    (or a refusal) of each text under the first record, unknown "skip" and "error"."""
+    (or a refusal) of each text under the first three records, unknown "skip" and "error"."""
     script = (
         "import { Vocabulary } from './vocab.mjs';"
         "import { readFileSync } from 'node:fs';"
         "const { records, texts } = JSON.parse(readFileSync(0, 'utf8'));"
         "const verdict = (f) => { try { return f(); } catch (e) {"
         "  if (e.name !== 'Seq2SeqError') throw e; return 'refused'; } };"
-        "const vocabs = records.slice(0, 2).map((r) => new Vocabulary(r));"
+        "const vocabs = records.slice(0, 3).map((r) => new Vocabulary(r));"
         "console.log(JSON.stringify({"
         " records: records.map((r) => verdict(() => (new Vocabulary(r), 'accepted'))),"
         " texts: texts.map((t) => vocabs.flatMap((v) => ['error', 'skip'].map((u) =>"
@@ -433,8 +433,13 @@ def test_vocabulary_rules_match_python(family):
     def edit(base, **change):
         return {**base, **change}
 
-    records = [words, chars,
+    # The third: a custom rule export.from_text_vectorization records (keras.io's kind).
+    records = [words, chars, edit(words, standardize={"lower": True, "strip": "!?,.¿¡'"}),
                edit(chars, standardize="lower_and_strip_punctuation"),
+               edit(chars, standardize={"lower": "yes", "strip": ""}),
+               edit(chars, standardize={"lower": True}),
+               edit(chars, target_standardize={"lower": True, "strip": "x"}),
+               edit(chars, target_standardize="upper"),
                edit(chars, format="seq2seq-vocabulary"), edit(chars, version=3),
                edit(chars, input_tokens=[]), edit(chars, input_tokens=["ab", "c"]),
                edit(chars, input_tokens=["a", "", "b"]), edit(chars, input_tokens=["", "a"]),
@@ -458,9 +463,9 @@ def test_vocabulary_rules_match_python(family):
         except runtime.Seq2SeqError:
             python.append("refused")
     assert "accepted" in python and "refused" in python
-    vocabs = [Vocabulary.from_dict(words), Vocabulary.from_dict(chars)]
+    vocabs = [Vocabulary.from_dict(r) for r in records[:3]]
     vocab = vocabs[0]
-    texts = ["Hello, World!", "HELLO   world\t", "\u3000", "\x1c\x1d", "\ufeff", "a\u00a0b",
+    texts = ["¿Hello, World!", "HELLO   world\t", "it's [UNK]!", "\u3000", "\x1c\x1d", "\ufeff", "a\u00a0b",
              "ÉCOLE école", "x😀y", "e\u0301", "[UNK]", "it's-a test.", "   ", ""]
     texts += [" ".join(vocab.input_tokens[2:9]), vocab.input_tokens[3].upper()]
     texts += ["abc", "a😀b", "\ufeff", "\x1c", " \x1c", "\u3000a", "e\u0301", "ABC", "a.b,c"]

@@ -25,6 +25,22 @@ const codePoints = (s) => Array.from(s);
 const splitWords = (text) => text.split(WORD_SPLIT).filter((w) => w);
 const isPositiveInt = (v) => Number.isInteger(v) && v >= 1;
 const show = (v) => JSON.stringify(v);
+const lowerAscii = (text) => text.replace(/[A-Z]/g, (c) => c.toLowerCase()); // as TextVectorization
+
+// runtime/vocab.py's standardized: a built-in rule, or a recorded {lower, strip}.
+function standardized(text, rule) {
+  if (rule === null) return text;
+  if (typeof rule === "object") {
+    const strip = new Set(codePoints(rule.strip));
+    if (rule.lower) text = lowerAscii(text);
+    return strip.size ? codePoints(text).filter((c) => !strip.has(c)).join("") : text;
+  }
+  if (rule === "lower" || rule === "lower_and_strip_punctuation") text = lowerAscii(text);
+  if (rule === "strip_punctuation" || rule === "lower_and_strip_punctuation") {
+    text = codePoints(text).filter((c) => !PUNCTUATION.has(c)).join("");
+  }
+  return text;
+}
 
 export class Vocabulary {
   // d: the "vocabulary" object of artifact.json (Vocabulary.to_dict in Python).
@@ -48,6 +64,7 @@ export class Vocabulary {
       padding: { side: pad.side ?? "left", token: pad.token ?? null },
       unit: d.unit ?? "char", targetUnit: d.target_unit ?? "char",
       standardize: d.standardize ?? null, unknownToken: d.unknown_token ?? null,
+      targetStandardize: d.target_standardize ?? null,
     });
     this.validate();
     this.inputIndex = new Map(this.inputTokens.map((t, i) => [t, i]));
@@ -65,8 +82,14 @@ export class Vocabulary {
     check(this.targetTokens.length > 0, "target_tokens is empty");
     check(UNITS.includes(this.unit) && UNITS.includes(this.targetUnit),
       `unit and target_unit must be one of char, word, got ${show(this.unit)}, ${show(this.targetUnit)}`);
-    check(STANDARDIZE.includes(this.standardize),
-      `standardize must be one of ${STANDARDIZE.map(show).join(", ")}, got ${show(this.standardize)}`);
+    for (const [name, rule] of [["standardize", this.standardize], ["target_standardize", this.targetStandardize]]) {
+      const recorded = rule !== null && typeof rule === "object" && !Array.isArray(rule)
+        && Object.keys(rule).sort().join() === "lower,strip" && typeof rule.lower === "boolean"
+        && typeof rule.strip === "string";
+      check(STANDARDIZE.includes(rule) || recorded,
+        `${name} must be one of ${STANDARDIZE.map(show).join(", ")} or {"lower": true|false, `
+        + `"strip": "characters"}, got ${show(rule)}`);
+    }
     for (const [name, unit] of [["input_tokens", this.unit], ["target_tokens", this.targetUnit]]) {
       const tokens = this[name === "input_tokens" ? "inputTokens" : "targetTokens"];
       // "" at id 0 is the reserved padding id an Embedding(mask_zero=True) needs.
@@ -92,12 +115,7 @@ export class Vocabulary {
 
   // The input's units after standardisation: characters (code points), or words.
   split(text) {
-    if (this.standardize === "lower" || this.standardize === "lower_and_strip_punctuation") {
-      text = text.replace(/[A-Z]/g, (c) => c.toLowerCase()); // ASCII only, as TextVectorization
-    }
-    if (this.standardize === "strip_punctuation" || this.standardize === "lower_and_strip_punctuation") {
-      text = codePoints(text).filter((c) => !PUNCTUATION.has(c)).join("");
-    }
+    text = standardized(text, this.standardize);
     return this.unit === "word" ? splitWords(text) : codePoints(text);
   }
 
@@ -147,6 +165,7 @@ export class Vocabulary {
 
   // Ids of an output text (characters, or space-separated words), without the end token.
   encodeTarget(text) {
+    text = standardized(text, this.targetStandardize);
     const pieces = this.targetUnit === "word" ? splitWords(text) : codePoints(text);
     const bad = [...new Set(pieces.filter((p) => !this.targetIndex.has(p)))].sort(byCodePoint);
     check(bad.length === 0, `target has tokens outside the vocabulary: ${bad.map(pyRepr).join(", ")}`);

@@ -132,7 +132,8 @@ class TransformerDecoder(layers.Layer):
         return ops.broadcast_to(mask, (batch_size, sequence_length, sequence_length))
 
 
-def build(embed_dim=16, latent_dim=32, num_heads=2):
+def build(embed_dim=16, latent_dim=32, num_heads=2, sequence_length=sequence_length,
+          vocab_size=vocab_size):
     encoder_inputs = keras.Input(shape=(None,), dtype="int64", name="encoder_inputs")
     x = PositionalEmbedding(sequence_length, vocab_size, embed_dim)(encoder_inputs)
     encoder_outputs = TransformerEncoder(embed_dim, latent_dim, num_heads)(x)
