@@ -9,7 +9,9 @@ the example's ``custom_standardization``), ``PositionalEmbedding``,
 ``TransformerEncoder`` and ``TransformerDecoder`` on ``MultiHeadAttention``, the
 functional model ``[encoder_inputs, decoder_inputs] -> softmax``, and
 ``decode_sequence``, the example's own decode loop (the answer key of the tests).
-The custom layers are not registered, so the model is exported from memory.
+The layers have the example's ``get_config`` and are registered here (the example
+does not register them), so a saved model reloads where this module is imported:
+``python -m export model.keras --import benchmarks.keras_io_transformer``.
 """
 import random, re, string
 import numpy as np
@@ -20,6 +22,7 @@ from keras.layers import TextVectorization
 
 EN = "zero one two three four five six seven eight nine".split()
 ES = "cero uno dos tres cuatro cinco seis siete ocho nueve".split()
+
 
 def make_pairs(n, seed=0):
     rng = random.Random(seed)
@@ -39,10 +42,13 @@ vocab_size = 14
 sequence_length = 8
 batch_size = 64
 
+
 def custom_standardization(input_string):
     lowercase = tf.strings.lower(input_string)
     return tf.strings.regex_replace(lowercase, "[%s]" % re.escape(strip_chars), "")
 
+
+@keras.saving.register_keras_serializable(package="keras_io_transformer")
 class TransformerEncoder(layers.Layer):
     def __init__(self, embed_dim, dense_dim, num_heads, **kwargs):
         super().__init__(**kwargs)
@@ -67,7 +73,15 @@ class TransformerEncoder(layers.Layer):
         proj_output = self.dense_proj(proj_input)
         return self.layernorm_2(proj_input + proj_output)
 
+    def get_config(self):
+        config = super().get_config()
+        config.update({"embed_dim": self.embed_dim,
+                       "dense_dim": self.dense_dim,
+                       "num_heads": self.num_heads})
+        return config
 
+
+@keras.saving.register_keras_serializable(package="keras_io_transformer")
 class PositionalEmbedding(layers.Layer):
     def __init__(self, sequence_length, vocab_size, embed_dim, **kwargs):
         super().__init__(**kwargs)
@@ -88,7 +102,15 @@ class PositionalEmbedding(layers.Layer):
     def compute_mask(self, inputs, mask=None):
         return ops.not_equal(inputs, 0)
 
+    def get_config(self):
+        config = super().get_config()
+        config.update({"sequence_length": self.sequence_length,
+                       "vocab_size": self.vocab_size,
+                       "embed_dim": self.embed_dim})
+        return config
 
+
+@keras.saving.register_keras_serializable(package="keras_io_transformer")
 class TransformerDecoder(layers.Layer):
     def __init__(self, embed_dim, latent_dim, num_heads, **kwargs):
         super().__init__(**kwargs)
@@ -131,6 +153,13 @@ class TransformerDecoder(layers.Layer):
         mask = ops.cast(i >= j, dtype="int32")
         return ops.broadcast_to(mask, (batch_size, sequence_length, sequence_length))
 
+    def get_config(self):
+        config = super().get_config()
+        config.update({"embed_dim": self.embed_dim,
+                       "latent_dim": self.latent_dim,
+                       "num_heads": self.num_heads})
+        return config
+
 
 def build(embed_dim=16, latent_dim=32, num_heads=2, sequence_length=sequence_length,
           vocab_size=vocab_size):
@@ -155,16 +184,20 @@ def train(epochs=10, n=3000, seed=0):
                                           standardize=custom_standardization)
     eng_vectorization.adapt([p[0] for p in pairs])
     spa_vectorization.adapt([p[1] for p in pairs])
+
     def format_dataset(eng, spa):
         eng = eng_vectorization(eng)
         spa = spa_vectorization(spa)
         return ({"encoder_inputs": eng, "decoder_inputs": spa[:, :-1]}, spa[:, 1:])
+
     eng_texts, spa_texts = zip(*pairs)
-    ds = tf.data.Dataset.from_tensor_slices((list(eng_texts), list(spa_texts))).batch(batch_size).map(format_dataset).cache()
+    ds = tf.data.Dataset.from_tensor_slices((list(eng_texts), list(spa_texts)))
+    ds = ds.batch(batch_size).map(format_dataset).cache()
     transformer = build()
     transformer.compile("rmsprop", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    transformer.fit(ds, epochs=epochs, verbose=2)
+    transformer.fit(ds, epochs=epochs, verbose=0)
     return transformer, eng_vectorization, spa_vectorization, pairs
+
 
 def decode_sequence(transformer, eng_vectorization, spa_vectorization, input_sentence,
                     max_decoded_sentence_length=sequence_length):

@@ -76,8 +76,29 @@ def parser() -> argparse.ArgumentParser:
                    help="refuse to write the artifact when a quantized variant is flagged "
                         "(it disagrees with fp32, or loses quality against the truth, past "
                         "its bound); without it the variant is written with a warning")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import this Python module first (repeatable): the one that "
+                        "registers a model's custom layers "
+                        "(@keras.saving.register_keras_serializable), so the .keras file "
+                        "loads; looked up from the current directory and PYTHONPATH")
     p.add_argument("--force", action="store_true", help="replace an existing artifact")
     return p
+
+
+def _import(modules: list[str]) -> None:
+    """Import the modules ``--import`` names; raises InputError naming one that fails."""
+    import importlib
+    import os
+
+    from runtime.errors import InputError
+
+    if modules and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # the user's module may raise anything on import
+            raise InputError(f"--import {name}: {type(e).__name__}: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.calibration_inputs < 1:
         parser().error("--calibration-inputs must be positive")
     try:
+        _import(args.imports)
         from .pipeline import run
 
         return run(args)

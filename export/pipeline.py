@@ -48,8 +48,11 @@ def load_keras_model(path: Path):
     try:
         return legacy.load_model(path)  # Keras 2 (tf.keras) files adapted
     except Exception as e:  # Keras raises many types for a bad file
-        raise ArtifactError(f"{path}: not a loadable Keras model: "
-                            f"{str(e).splitlines()[0][:300]}") from None
+        reason = str(e).splitlines()[0][:300]
+        hint = ("; for custom layers, pass --import MODULE (the module that registers "
+                "them), or export the model in memory with export.export_model"
+                if "Could not locate" in str(e) or "Unknown layer" in str(e) else "")
+        raise ArtifactError(f"{path}: not a loadable Keras model: {reason}{hint}") from None
 
 
 def _is_zip(path: Path) -> bool:

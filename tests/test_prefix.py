@@ -241,3 +241,29 @@ def test_the_examples_custom_standardization_is_recorded_and_repeated():
     odd.adapt(["a b c"])
     with pytest.raises(VocabularyError, match="cannot be recorded: on '0' it gives '#'"):
         export.from_text_vectorization(odd, tgt)
+
+
+def test_registered_custom_layers_export_from_the_command_line(transformer, tmp_path):
+    """Saved to .keras, the example's model (its layers registered with get_config)
+    exports with python -m export --import MODULE and decodes as the example's loop;
+    without --import the error says what to pass, and nothing is written."""
+    import runtime
+
+    model_path = tmp_path / "transformer.keras"
+    transformer["model"].save(model_path)
+    vocab_path = tmp_path / "vocab.json"
+    runtime.load(transformer["artifact"]).vocabulary.save(vocab_path)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(transformer["texts"][:30]) + "\n", encoding="utf-8")
+    args = [str(model_path), "--vocab", str(vocab_path), "--check-texts", str(texts),
+            "--formats", "onnx", "--out", str(tmp_path / "art")]
+    refused = run_module("export", *args)
+    assert refused.returncode == 2 and "--import MODULE" in refused.stderr, refused.stderr[-800:]
+    assert not (tmp_path / "art").exists()
+    done = run_module("export", *args, "--import", "benchmarks.keras_io_transformer",
+                      timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = runtime.load(tmp_path / "art").translate(transformer["texts"][:30])
+    assert [_as_example_writes(o) for o in got] == transformer["want"][:30]
+    bad = run_module("export", *args, "--import", "no_such_module_here")
+    assert bad.returncode == 2 and "--import no_such_module_here: ModuleNotFoundError" in bad.stderr
