@@ -32,9 +32,17 @@ from runtime.vocab import Vocabulary
 from .errors import ModelShapeError
 
 PREFIX, POSITION = "prefix", "position"
+# Crossing tensors travel between the graphs as float32 or int32 (what every runtime
+# and format holds); these are turned into those and back.
+WIRE = {"bool": "float32", "float16": "float32", "bfloat16": "float32", "float64": "float32",
+        "int64": "int32", "int16": "int32", "int8": "int32", "uint8": "int32"}
 # Changing decoder positions after t may move the output at t by at most this
 # much (float noise of the same sums in another order; masked scores weigh 0).
 CAUSAL_ATOL = 1e-6
+
+
+def _dtype(tensor) -> str:
+    return getattr(tensor.dtype, "name", str(tensor.dtype))
 
 
 def _set_mask(tensor, mask) -> None:
@@ -85,6 +93,7 @@ class PrefixParts:
     logits: bool  # the output is linear logits (a softmax is added)
     # Unrolled copies of the recurrent layers, by the original layer's id (see _run).
     unrolled: dict | None = None
+    crossing_dtypes: tuple[str, ...] = ()  # as Keras makes them (travelling as WIRE's)
 
     @property
     def memory_names(self) -> tuple[str, ...]:
@@ -121,7 +130,7 @@ class PrefixParts:
         out = []
         for tensor, masked in zip(self.crossing, self.masked):
             value = values[id(tensor)]
-            out.append(value)
+            out.append(tf.cast(value, WIRE[_dtype(value)]) if _dtype(value) in WIRE else value)
             if masked:
                 mask = _get_mask(value)
                 out.append(tf.cast(mask, tf.float32))
@@ -134,8 +143,11 @@ class PrefixParts:
 
         values = {id(self.target.tensor): self.target.feed(prefix)}
         given = iter(memory)
-        for tensor, masked in zip(self.crossing, self.masked):
-            value = tf.identity(next(given))  # a tensor of its own to carry the mask
+        for tensor, masked, dtype in zip(self.crossing, self.masked, self.crossing_dtypes):
+            value = next(given)
+            # Back to the dtype Keras made (a tensor of its own, to carry the mask).
+            value = tf.greater(value, 0.5) if dtype == "bool" else tf.identity(
+                tf.cast(value, dtype))
             if masked:
                 _set_mask(value, tf.greater(next(given), 0.5))
             values[id(tensor)] = value
@@ -241,8 +253,7 @@ def _needed(nodes, outputs) -> list:
 
 def locate_prefix(model, vocab: Vocabulary) -> PrefixParts:
     """Cut ``model`` into its encoder part and the rest, by its graph. Raises
-    ModelShapeError naming what does not fit, and when position t reads later
-    decoder positions (``check_causal``)."""
+    ModelShapeError naming what does not fit (causality is ``check_causal``'s)."""
     if not isinstance(model, keras.Model) or not getattr(model, "_nodes_by_depth", None):
         _fail(f"a {type(model).__name__} that is not a functional Keras model (a "
               "subclassed model has no graph to cut)")
@@ -282,7 +293,8 @@ def locate_prefix(model, vocab: Vocabulary) -> PrefixParts:
     if not crossing:
         _fail("a decoder that reads nothing of the source")
     length = vocab.max_output_length if fixed[1][1] is None else int(fixed[1][1])
-    logits = getattr(getattr(nodes[-1].operation, "activation", None), "__name__", "") == "linear"
+    last = model.outputs[0]._keras_history[0]  # the layer that makes the output
+    logits = getattr(getattr(last, "activation", None), "__name__", "") == "linear"
     parts = PrefixParts(model, source, target, tuple(encoder), tuple(decoder), tuple(crossing),
                         (), (), vocab.max_input_length, length, vocab.target_size, logits,
                         _unrolled_copies(nodes))
@@ -299,10 +311,13 @@ def _probed(parts: PrefixParts, vocab: Vocabulary) -> PrefixParts:
     _run(parts.encoder_nodes, values, parts.unrolled)
     got = [values[id(t)] for t in parts.crossing]
     masks = [_get_mask(v) for v in got]
-    parts = dataclasses.replace(parts, masked=tuple(m is not None for m in masks))
+    parts = dataclasses.replace(parts, masked=tuple(m is not None for m in masks),
+                                crossing_dtypes=tuple(_dtype(v) for v in got))
     names, memory = iter(parts.memory_names), []
     for value, mask in zip(got, masks):
-        dtype = value.dtype.name if hasattr(value.dtype, "name") else str(value.dtype)
+        dtype = WIRE.get(_dtype(value), _dtype(value))
+        if dtype not in ("float32", "int32"):
+            _fail(f"a tensor of dtype {_dtype(value)} crossing from the encoder part")
         memory.append((next(names), tuple(int(d) for d in value.shape[1:]), dtype))
         if mask is not None:
             memory.append((next(names), tuple(int(d) for d in mask.shape[1:]), "float32"))

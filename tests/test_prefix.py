@@ -267,3 +267,46 @@ def test_registered_custom_layers_export_from_the_command_line(transformer, tmp_
     assert [_as_example_writes(o) for o in got] == transformer["want"][:30]
     bad = run_module("export", *args, "--import", "no_such_module_here")
     assert bad.returncode == 2 and "--import no_such_module_here: ModuleNotFoundError" in bad.stderr
+
+
+def test_a_boolean_mask_crossing_from_the_encoder_travels_as_data(tmp_path):
+    """A model that hands the decoder an explicit source mask (a bool tensor made from
+    the source ids) and a causal self-attention: the mask crosses as float32 and is
+    turned back; greedy decodes equal the whole model's on the growing prefix."""
+    import keras
+
+    import export
+    import runtime
+
+    keras.utils.set_random_seed(4)
+    vocab = _word_vocab(12, 6)
+    src = keras.Input((None,), dtype="int64", name="src")
+    dec = keras.Input((None,), dtype="int64", name="dec")
+    memory = keras.layers.Embedding(12, 8)(src)
+    keep = keras.ops.not_equal(src, 0)
+    x = keras.layers.Embedding(12, 8)(dec)
+    x = keras.layers.MultiHeadAttention(2, 8)(x, x, use_causal_mask=True)
+    x = keras.layers.MultiHeadAttention(2, 8)(x, memory, value_mask=keep)
+    model = keras.Model([src, dec], keras.layers.Dense(12, activation="softmax")(x))
+    rng = np.random.default_rng(0)
+    texts = [" ".join(f"w{i}" for i in rng.integers(0, 10, rng.integers(1, 7)))
+             for _ in range(20)]
+    result = export.export_model(model, vocab, tmp_path / "art", texts=texts, fused=False,
+                                 log=lambda *a, **k: None)
+    assert [m["dtype"] for m in result.metadata["memory"]] == ["float32", "float32"]
+    ids = vocab.encode_inputs(texts).astype(np.int64)
+    prefix = np.zeros((len(texts), 6), np.int64)
+    prefix[:, 0] = vocab.start_id
+    want = [[] for _ in texts]
+    done = np.zeros(len(texts), bool)
+    for i in range(6):
+        token = np.asarray(model([ids, prefix]))[:, i].argmax(-1)
+        for r in np.flatnonzero(~done):
+            done[r] |= token[r] == vocab.end_id
+            if not done[r]:
+                want[r].append(int(token[r]))
+        if i + 1 < 6:
+            prefix[:, i + 1] = token
+    expected = [vocab.join_target(w) for w in want]
+    for backend in ("onnx", "tflite"):
+        assert runtime.load(tmp_path / "art", backend=backend).translate(texts) == expected
