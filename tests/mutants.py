@@ -219,6 +219,25 @@ MUTANTS = (
            "        raise TrainingError(f\"lost contact with another worker",
            "        raise RuntimeError(f\"lost contact with another worker",
            ("tests/test_multiworker.py", "-k", "lost_worker")),
+    # The prefix step (family/prefix.py, export/prefix_graphs.py).
+    Mutant("prefix-causality-unchecked", "family/prefix.py",
+           "if moved > CAUSAL_ATOL:", "if moved > 1e9:",
+           ("tests/test_prefix.py", "-k", "reads_the_future")),
+    Mutant("prefix-token-written-one-late", "export/prefix_graphs.py",
+           "here = tf.equal(tf.range(length)[None, :], at[:, None])",
+           "here = tf.equal(tf.range(length)[None, :], at[:, None] + 1)",
+           ("tests/test_prefix.py", "-k", "decodes_as_the_examples_own_loop")),
+    Mutant("prefix-crossing-mask-dropped", "family/prefix.py",
+           "parts = dataclasses.replace(parts, masked=tuple(m is not None for m in masks),",
+           "parts = dataclasses.replace(parts, masked=tuple(False for m in masks),",
+           ("tests/test_prefix.py", "-k", "attention_rnn")),
+    Mutant("recorded-standardize-keeps-punctuation", "runtime/vocab.py",
+           "return text.translate(str.maketrans(\"\", \"\", rule[\"strip\"])) if rule[\"strip\"] else text",
+           "return text",
+           ("tests/test_prefix.py", "-k", "standardization")),
+    Mutant("javascript-recorded-standardize-ignored", "web/vocab.mjs",
+           "if (typeof rule === \"object\") {", "if (typeof rule === \"object\" && false) {",
+           ("tests/test_web.py", "-k", "vocabulary_rules")),
 )
 
 

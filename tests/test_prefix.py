@@ -269,6 +269,34 @@ def test_registered_custom_layers_export_from_the_command_line(transformer, tmp_
     assert bad.returncode == 2 and "--import no_such_module_here: ModuleNotFoundError" in bad.stderr
 
 
+def _never_padding(dense) -> None:
+    """An untrained model may write id 0, the empty padding word, which a decoded
+    string cannot hold (words are joined by spaces); a trained one never does."""
+    kernel, bias = dense.get_weights()
+    bias[0] = -30.0
+    dense.set_weights([kernel, bias])
+
+
+def _whole_model_greedy(model, vocab, texts):
+    """keras.io's decode loop, written here: the whole model on the growing zero-padded
+    prefix of ids, position i read at step i."""
+    length = vocab.max_output_length
+    ids = vocab.encode_inputs(texts).astype(np.int64)
+    prefix = np.zeros((len(texts), length), np.int64)
+    prefix[:, 0] = vocab.start_id
+    want = [[] for _ in texts]
+    done = np.zeros(len(texts), bool)
+    for i in range(length):
+        token = np.asarray(model([ids, prefix]))[:, i].argmax(-1)
+        for r in np.flatnonzero(~done):
+            done[r] |= token[r] == vocab.end_id
+            if not done[r]:
+                want[r].append(int(token[r]))
+        if i + 1 < length:
+            prefix[:, i + 1] = token
+    return [vocab.join_target(w) for w in want]
+
+
 def test_a_boolean_mask_crossing_from_the_encoder_travels_as_data(tmp_path):
     """A model that hands the decoder an explicit source mask (a bool tensor made from
     the source ids) and a causal self-attention: the mask crosses as float32 and is
@@ -287,26 +315,50 @@ def test_a_boolean_mask_crossing_from_the_encoder_travels_as_data(tmp_path):
     x = keras.layers.Embedding(12, 8)(dec)
     x = keras.layers.MultiHeadAttention(2, 8)(x, x, use_causal_mask=True)
     x = keras.layers.MultiHeadAttention(2, 8)(x, memory, value_mask=keep)
-    model = keras.Model([src, dec], keras.layers.Dense(12, activation="softmax")(x))
+    out = keras.layers.Dense(12, activation="softmax")
+    model = keras.Model([src, dec], out(x))
+    _never_padding(out)
     rng = np.random.default_rng(0)
     texts = [" ".join(f"w{i}" for i in rng.integers(0, 10, rng.integers(1, 7)))
              for _ in range(20)]
     result = export.export_model(model, vocab, tmp_path / "art", texts=texts, fused=False,
                                  log=lambda *a, **k: None)
     assert [m["dtype"] for m in result.metadata["memory"]] == ["float32", "float32"]
-    ids = vocab.encode_inputs(texts).astype(np.int64)
-    prefix = np.zeros((len(texts), 6), np.int64)
-    prefix[:, 0] = vocab.start_id
-    want = [[] for _ in texts]
-    done = np.zeros(len(texts), bool)
-    for i in range(6):
-        token = np.asarray(model([ids, prefix]))[:, i].argmax(-1)
-        for r in np.flatnonzero(~done):
-            done[r] |= token[r] == vocab.end_id
-            if not done[r]:
-                want[r].append(int(token[r]))
-        if i + 1 < 6:
-            prefix[:, i + 1] = token
-    expected = [vocab.join_target(w) for w in want]
+    expected = _whole_model_greedy(model, vocab, texts)
     for backend in ("onnx", "tflite"):
         assert runtime.load(tmp_path / "art", backend=backend).translate(texts) == expected
+
+
+def test_a_model_outside_the_rnn_family_goes_through_the_prefix_step(tmp_path):
+    """Recurrent layers whose decoder outputs are joined to a Dense of themselves (no
+    attention layer): refused by the structured step, exported by auto through the
+    prefix step, which says why; its decodes are the whole model's."""
+    import keras
+    from keras import layers
+
+    import export
+    import runtime
+
+    keras.utils.set_random_seed(2)
+    vocab = _word_vocab(12, 6)
+    enc_in = keras.Input((None,), dtype="int32")
+    _, h, c = layers.LSTM(8, return_state=True)(layers.Embedding(12, 8)(enc_in))
+    dec_in = keras.Input((None,), dtype="int32")
+    dec = layers.LSTM(8, return_sequences=True)(layers.Embedding(12, 8)(dec_in),
+                                                 initial_state=[h, c])
+    joined = layers.Concatenate()([dec, layers.Dense(8)(dec)])
+    out = layers.Dense(12, activation="softmax")
+    model = keras.Model([enc_in, dec_in], out(joined))
+    _never_padding(out)
+    rng = np.random.default_rng(3)
+    texts = [" ".join(f"w{i}" for i in rng.integers(0, 10, rng.integers(1, 7)))
+             for _ in range(20)]
+    result = export.export_model(model, vocab, tmp_path / "art", texts=texts,
+                                 log=lambda *a, **k: None)
+    assert result.metadata["step"]["kind"] == "prefix"
+    assert "expected an attention layer's context" in result.metadata["step"]["why"]
+    want = _whole_model_greedy(model, vocab, texts)
+    for backend in ("onnx", "tflite"):
+        for greedy in ("step", "fused"):
+            got = runtime.load(tmp_path / "art", backend=backend, greedy=greedy)
+            assert got.translate(texts) == want
