@@ -444,7 +444,7 @@ def _metadata(g: _Graphs, options: ExportOptions, entries: list[GraphFile], note
     if g.prefix:
         step["prefix_length"] = g.parts.prefix_length
     return {
-        "format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION,
+        "format": ARTIFACT_FORMAT, "version": _version(g),
         "vocabulary": g.vocab.to_dict(),
         "architecture": g.parts.describe(),
         "step": step,
@@ -463,6 +463,14 @@ def _metadata(g: _Graphs, options: ExportOptions, entries: list[GraphFile], note
         **{k: notes[k] for k in ("tflite_encoder", "onnx_encoder", "ort_required_operators")
            if k in notes},
     }
+
+
+def _version(g: _Graphs) -> int:
+    """The artifact version to write: 4 where the artifact needs it (a prefix step, or
+    a recorded standardisation rule a version-3 reader would refuse), else 3."""
+    vocab = g.vocab.to_dict()
+    custom = isinstance(vocab["standardize"], dict) or "target_standardize" in vocab
+    return ARTIFACT_VERSION if g.prefix or custom else 3
 
 
 def _variants(graphs: list[dict]) -> list[tuple[str, str]]:
@@ -620,8 +628,15 @@ def locate_step(model, vocab: Vocabulary, step: str, log) -> tuple[object, str]:
             check_vocabulary(parts, vocab)
             return parts, "a model of the RNN family: its cells rebuilt as one step"
     try:
-        parts = locate_prefix(model, vocab)
-        check_causal(parts, vocab)
+        try:
+            parts = locate_prefix(model, vocab)
+            check_causal(parts, vocab)
+        except (ModelShapeError, VocabularyError):
+            raise
+        except Exception as e:  # the model's own layers, run on probe inputs
+            raise ModelShapeError(f"the model fails when its layers run on the vocabulary's "
+                                  f"ids: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+                                  ) from None
     except ModelShapeError as e:
         if refusal is None:
             raise

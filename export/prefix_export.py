@@ -67,7 +67,13 @@ def write_tflite(g, options, log) -> tuple[list, None]:
               "decoder_step": convert.frozen(g.builder.decoder_step())}
     fused = _fused(g, options)
     if fused is not None:
-        frozen["greedy"] = convert.frozen(fused)
+        try:
+            frozen["greedy"] = convert.frozen(fused)
+        except Exception as e:  # tracing the whole loop runs the model's own layers
+            for precision in options.tflite_precisions:
+                g.skipped[f"tflite/{precision} greedy"] = f"could not be frozen: {e}"[:300]
+            log(f"  the fused graph could not be frozen ({str(e)[:200]}); the step loop "
+                "serves greedy", flush=True)
     entries = []
     for precision in options.tflite_precisions:
         for name, fn in frozen.items():

@@ -34,20 +34,24 @@ def _apply(fn, texts: list[str]) -> list[str]:
     return [x.decode("utf-8") for x in out.numpy().tolist()]
 
 
-def record_standardize(fn, side: str) -> dict:
+def record_standardize(fn, side: str, vocabulary=()) -> dict:
     """The rule a custom standardisation callable applies, as the vocabulary records
     it: ``{"lower": ..., "strip": ...}``; raises VocabularyError when no such rule
     gives the callable's own output on every probe (it replaces characters, lowers
     beyond ASCII, or depends on context)."""
+    # Each character of the probe and of the layer's own vocabulary, alone; then whole
+    # texts, where a rule that depends on context would show.
+    singles = list(dict.fromkeys(list(PROBE) + [c for t in vocabulary for c in t]))
+    texts = [PROBE, *SENTENCES, " ".join(vocabulary[:200]).upper()]
     try:
-        chars = _apply(fn, list(PROBE))
+        chars = _apply(fn, singles)
+        whole = _apply(fn, texts)
     except Exception as e:  # a user's callable may raise anything
         raise VocabularyError(f"the {side} TextVectorization's standardize callable fails "
-                              f"on single characters: {e}") from None
-    rule = {"lower": chars[PROBE.index("A")] == "a",
-            "strip": "".join(dict.fromkeys(c for c, out in zip(PROBE, chars) if out == ""))}
-    probes = list(PROBE) + [PROBE] + list(SENTENCES)
-    for text, got in zip(probes, _apply(fn, probes)):
+                              f"on probe texts: {e}") from None
+    rule = {"lower": chars[singles.index("A")] == "a",
+            "strip": "".join(c for c, out in zip(singles, chars) if out == "")}
+    for text, got in zip(singles + texts, chars + whole):
         if standardized(text, rule) != got:
             raise VocabularyError(
                 f"the {side} TextVectorization's standardize callable cannot be recorded: "
@@ -61,7 +65,7 @@ def record_standardize(fn, side: str) -> dict:
 def _rule(layer, config: dict, side: str):
     standardize = getattr(layer, "_standardize", config.get("standardize"))
     if callable(standardize):
-        return record_standardize(standardize, side)
+        return record_standardize(standardize, side, list(layer.get_vocabulary()))
     if standardize not in STANDARDIZE:
         raise VocabularyError(f"the {side} TextVectorization standardises with "
                               f"{standardize!r}; the runtime can repeat {STANDARDIZE[1:]}, "

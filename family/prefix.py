@@ -64,7 +64,7 @@ class Side:
     one_hot: int  # the one-hot width, or 0 for ids
     dtype: str
 
-    def feed(self, ids, fill_row: bool = False):
+    def feed(self, ids):
         """The model input for int32 ids (tf ops). One-hot: id ``one_hot`` (the padding
         of a vocabulary without a padding token) is an all-zero row, as in training."""
         import tensorflow as tf
@@ -270,9 +270,12 @@ def locate_prefix(model, vocab: Vocabulary) -> PrefixParts:
         ("source", model.inputs[0], vocab.max_input_length),
         ("decoder", model.inputs[1], vocab.max_output_length))]
     for what, length, want in fixed:
-        if length is not None and length < want:
-            _fail(f"a {what} input of fixed length {length}, shorter than the vocabulary's "
-                  f"{want}")
+        if length is not None and (length < want or (what == "source" and length != want)):
+            _fail(f"a {what} input of fixed length {length}; the vocabulary's is {want} "
+                  "(the runtime pads every input to it)")
+    if not source.one_hot and vocab.padding.token is None:
+        _fail("a source read as token ids while the vocabulary pads with all-zero rows "
+              "(padding.token null): the padding must be a token id, such as \"\" (id 0)")
     nodes = _needed(_ordered_nodes(model), model.outputs)
     side = {id(source.tensor): {0}, id(target.tensor): {1}}
     encoder, decoder = [], []
@@ -323,8 +326,11 @@ def _probed(parts: PrefixParts, vocab: Vocabulary) -> PrefixParts:
             memory.append((next(names), tuple(int(d) for d in mask.shape[1:]), "float32"))
     parts = dataclasses.replace(parts, memory=tuple(memory))
     # Once eagerly, so every unrolled copy is built and holds its weights before a
-    # graph is traced.
-    parts.decode(parts.encode(ids), parts.initial_prefix(len(ids)))
+    # graph is traced; and to see whether the output is probabilities (a head that
+    # is not a linear Dense may still give logits: then a softmax is added).
+    out = np.asarray(parts.decode(parts.encode(ids), parts.initial_prefix(len(ids))))
+    if not parts.logits and not (np.all(out >= 0) and np.allclose(out.sum(-1), 1, atol=1e-3)):
+        parts = dataclasses.replace(parts, logits=True)
     return parts
 
 
@@ -399,8 +405,8 @@ class PrefixReference:
             prefix[:, i + 1] = tokens
         return out
 
-    def greedy(self, texts, batch_size: int = 256, max_length: int | None = None,
-               mode: str = "call") -> list[str]:
+    def greedy(self, texts, batch_size: int = 256, max_length: int | None = None
+               ) -> list[str]:
         """Greedy strings per text, in batches of ``batch_size``."""
         results = []
         for lo in range(0, len(texts), batch_size):

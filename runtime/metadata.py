@@ -19,6 +19,7 @@ ARTIFACT_FORMAT = "seq2seq-artifact"
 ARTIFACT_VERSION = 4
 # Version 1 (the one-layer LSTM, state "h" and "c" of latent_dim), 2 (no
 # "attention" field) and 3 (float32 state only, no "memory" or "step") still load.
+# Export writes 3 where the artifact needs nothing of 4, so runtimes that read 3 read it.
 READABLE_VERSIONS = (1, 2, 3, 4)
 METADATA_FILE = "artifact.json"
 GRAPH_NAMES = ("encoder", "decoder_step", "greedy")
@@ -231,6 +232,24 @@ def _safe_relative(directory: Path, name: object) -> str:
     return name
 
 
+def _memory(entries) -> tuple[MemoryTensor, ...]:
+    """artifact.json's ``memory`` list, each entry checked for its types (a bad one
+    raises ValueError, which load_config reports)."""
+    if entries is None:
+        return ()
+    if not isinstance(entries, list) or not all(isinstance(m, dict) for m in entries):
+        raise ValueError(f"'memory' must be a list of objects, got {entries!r}"[:200])
+    out = []
+    for m in entries:
+        name, shape, dtype = m.get("name"), m.get("shape"), m.get("dtype")
+        if not (isinstance(name, str) and isinstance(dtype, str) and isinstance(shape, list)
+                and all(type(x) is int for x in shape)):
+            raise ValueError(f"memory entry {m!r} needs a name, a dtype and a shape of "
+                             "integers"[:200])
+        out.append(MemoryTensor(name, tuple(shape), dtype))
+    return tuple(out)
+
+
 def load_config(directory: str | Path, unproven: bool = False) -> ArtifactConfig:
     """Read and validate ``artifact.json``; raise ArtifactError naming what is wrong.
     An artifact whose export stopped before its parity proof passed is refused;
@@ -268,9 +287,11 @@ def load_config(directory: str | Path, unproven: bool = False) -> ArtifactConfig
             state = tuple(StateTensor(str(s["name"]), int(s["units"]),
                                       str(s.get("dtype", "float32"))) for s in d["state"])
             architecture = dict(d["architecture"])
-        memory = tuple(MemoryTensor(str(m["name"]), tuple(int(x) for x in m["shape"]),
-                                    str(m["dtype"])) for m in d.get("memory") or ())
-        step_kind = str((d.get("step") or {}).get("kind", "structured"))
+        memory = _memory(d.get("memory"))
+        step = d.get("step")
+        if step is not None and not isinstance(step, dict):
+            raise ValueError(f"'step' must be an object, got {step!r}")
+        step_kind = (step or {}).get("kind", "structured")
         graphs = tuple(
             GraphFile(name=g["name"], format=g["format"], precision=g["precision"],
                       file=_safe_relative(directory, g["file"]), sha256=g["sha256"],

@@ -86,6 +86,9 @@ class Vocabulary:
     target_standardize: str | dict | None = None
 
     def __post_init__(self) -> None:
+        for name in ("standardize", "target_standardize"):  # a copy of a recorded rule
+            if isinstance(getattr(self, name), dict):
+                object.__setattr__(self, name, dict(getattr(self, name)))
         _check(len(self.input_tokens) > 0, "input_tokens is empty")
         _check(len(self.target_tokens) > 0, "target_tokens is empty")
         _check(self.unit in UNITS and self.target_unit in UNITS,

@@ -18,7 +18,7 @@ QUIET = dict(log=lambda *a, **k: None)
 
 def test_artifact_describes_itself(tiny_artifact):
     meta = read_json(tiny_artifact / "artifact.json")
-    assert meta["format"] == "seq2seq-artifact" and meta["version"] == 4
+    assert meta["format"] == "seq2seq-artifact" and meta["version"] == 3
     assert meta["onnx_encoder"] == "dynamic"  # one fused ONNX LSTM op
     assert meta["state"] == [{"name": "h0", "units": 32}, {"name": "c0", "units": 32}]
     assert meta["architecture"]["cell"] == "lstm" and meta["architecture"]["units"] == [32]

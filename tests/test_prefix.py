@@ -1,7 +1,7 @@
 """The prefix step: any causal two-input functional model exported by its own graph cut.
 
 The answer key is outside the code under test: keras.io's own ``decode_sequence``
-loop on the Transformer example (tests/keras_io_transformer.py), and for an RNN
+loop on the Transformer example (benchmarks/keras_io_transformer.py), and for an RNN
 forced through the prefix step, the same model's structured step artifact.
 """
 from __future__ import annotations
@@ -362,3 +362,42 @@ def test_a_model_outside_the_rnn_family_goes_through_the_prefix_step(tmp_path):
         for greedy in ("step", "fused"):
             got = runtime.load(tmp_path / "art", backend=backend, greedy=greedy)
             assert got.translate(texts) == want
+
+
+HOSTILE_PREFIX_METADATA = [
+    ("memory not a list", lambda m: m.update(memory={"name": "memory"})),
+    ("memory shape a string", lambda m: m["memory"][0].update(shape="16")),
+    ("memory name not a string", lambda m: m["memory"][0].update(name=True)),
+    ("memory dtype unknown", lambda m: m["memory"][0].update(dtype="int64")),
+    ("memory missing", lambda m: m.pop("memory")),
+    ("step not an object", lambda m: m.update(step="prefix")),
+    ("step kind unknown", lambda m: m["step"].update(kind="cached")),
+    ("state entry null", lambda m: m["state"].insert(0, None)),
+    ("state dtype unknown", lambda m: m["state"][0].update(dtype="int64")),
+]
+
+
+@pytest.mark.parametrize("label,edit", HOSTILE_PREFIX_METADATA,
+                         ids=[h[0] for h in HOSTILE_PREFIX_METADATA])
+def test_hostile_prefix_metadata_is_refused_by_both_runtimes(transformer, tmp_path, label,
+                                                             edit):
+    import shutil
+    import subprocess
+
+    import runtime
+    from conftest import ROOT, need_node
+
+    art = tmp_path / "art"
+    shutil.copytree(transformer["artifact"], art)
+    meta = read_json(art / "artifact.json")
+    edit(meta)
+    (art / "artifact.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(runtime.ArtifactError, match="artifact.json"):
+        runtime.load(art)
+    need_node()
+    (tmp_path / "in.txt").write_text("one two.\n", encoding="utf-8")
+    done = subprocess.run(["node", str(ROOT / "web" / "node_decode.mjs"), str(art),
+                           str(tmp_path / "in.txt")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "artifact.json" in done.stderr, (label, done.stderr[-500:])
+    assert "TypeError" not in done.stderr

@@ -73,11 +73,12 @@ export function parseMetadata(text) {
   const state = d.version === 1
     ? [["h", field(d, "latent_dim")], ["c", d.latent_dim]]
     : (Array.isArray(field(d, "state")) ? d.state : fail("field missing or malformed: 'state'"))
-      .map((s) => (s.dtype === undefined || s.dtype === "float32"
+      .map((s) => (!isObject(s) ? fail(`state entries must be objects, got ${JSON.stringify(s)}`)
+        : s.dtype === undefined || s.dtype === "float32"
         ? [field(s, "name"), field(s, "units")] : [field(s, "name"), field(s, "units"), s.dtype]));
   const names = state.map(([n]) => n);
   const memory = d.memory === undefined || d.memory === null ? [] : d.memory;
-  if (!Array.isArray(memory)) fail("field missing or malformed: 'memory'");
+  if (!Array.isArray(memory) || !memory.every(isObject)) fail("'memory' must be a list of objects");
   const memoryNames = memory.map((m) => field(m, "name"));
   const every = names.concat(memoryNames);
   if (names.length === 0 || new Set(every).size !== every.length
@@ -90,6 +91,7 @@ export function parseMetadata(text) {
       && Array.isArray(m.shape) && m.shape.every((x) => Number.isInteger(x) && x > 0))) {
     fail("memory tensors must have names, positive shapes and a dtype among float32, int32");
   }
+  if (d.step !== undefined && d.step !== null && !isObject(d.step)) fail(`'step' must be an object`);
   const stepKind = isObject(d.step) && d.step.kind !== undefined ? d.step.kind : "structured";
   let attention = null;
   if (d.attention !== undefined && d.attention !== null) {
