@@ -58,7 +58,8 @@ def test_the_checker_sees_function_level_imports(tmp_path):
 
 COMMANDS = ("train", "export", "export.keras_io_vocab", "runtime", "runtime.corpus", "heatmap",
             "benchmarks", "benchmarks.variants", "benchmarks.synthetic", "benchmarks.corpus",
-            "benchmarks.quality", "benchmarks.training")
+            "benchmarks.quality", "benchmarks.training", "benchmarks.prefix",
+            "benchmarks.transformer_artifact")
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -1,0 +1,47 @@
+"""``python -m benchmarks.transformer_artifact OUT``: keras.io's Transformer example
+trained briefly (``benchmarks.keras_io_transformer``), exported from memory through
+the prefix step to ``OUT/artifact``, with the held-out English sentences it was
+checked on in ``OUT/texts.txt`` (the ARM64 check writes its golden cases from
+them). Exits 1 if the artifact's decodes differ from the example's own
+``decode_sequence``."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from runtime.cli import add_version
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.transformer_artifact",
+                                description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(p)
+    p.add_argument("out", metavar="OUT", help="directory for artifact/ and texts.txt")
+    out = Path(p.parse_args(argv).out)
+    import export
+    import runtime
+    from . import keras_io_transformer as kio
+
+    model, eng, spa, _ = kio.train()
+    texts = [e for e, _ in kio.make_pairs(24, seed=5)]
+    vocab = export.from_text_vectorization(eng, spa)
+    export.export_model(model, vocab, out / "artifact", texts=texts, force=True,
+                        log=lambda *a, **k: None)
+    want = [kio.decode_sequence(model, eng, spa, t) for t in texts]
+    got = [f"[start] {o} [end]" for o in runtime.load(out / "artifact").translate(texts)]
+    if got != want:
+        print("benchmarks.transformer_artifact: the artifact's decodes differ from "
+              "decode_sequence's", file=sys.stderr)
+        return 1
+    (out / "texts.txt").write_text("\n".join(texts[:12]) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    from runtime.console import quiet_native_noise
+
+    quiet_native_noise()
+    sys.exit(main())
