@@ -63,12 +63,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tflite-encoder", choices=("auto", "unrolled", "loop"), default="auto",
                    help="form of the TFLite encoder: the cell unrolled over every step, "
                    "or one cell in a WHILE loop; auto times both here and keeps the faster")
-    p.add_argument("--step", choices=("auto", "structured", "prefix"), default="auto",
+    p.add_argument("--step", choices=("auto", "structured", "prefix", "cached"),
+                   default="auto",
                    help="the decoder step graph: structured (the RNN family's cells rebuilt "
                         "as one step, fastest), prefix (the model's own graph cut after its "
                         "encoder, the decoder run on a fixed-length prefix: any causal "
-                        "two-input functional model, custom layers included), or auto "
-                        "(structured where the model is of the RNN family, else prefix)")
+                        "two-input functional model, custom layers included), cached (a "
+                        "keras_hub TransformerDecoder stack with its key/value caches as "
+                        "state: O(t) a token where prefix is O(t^2)), or auto (structured "
+                        "for the RNN family, else cached where it applies, else prefix)")
     p.add_argument("--ort", action="store_true",
                    help="also write ORT-format files (ONNX Runtime Mobile and reduced "
                         "builds) and required_operators.config, with the same parity proof")

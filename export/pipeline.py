@@ -189,7 +189,8 @@ def export_model(model, vocabulary: Vocabulary, out_dir: str | Path,
     decodes are checked on 64 random strings. ``calibration``: (texts, targets or
     None, where from), the inputs int8-full's ranges come from (default: ``texts``).
     ``step``: "auto" (the structured RNN step where the model is of that family, else
-    the prefix step of its cut graph), "structured" or "prefix"; custom layers need
+    the cached step for a KerasHub TransformerDecoder stack, else the prefix step of
+    its cut graph), "structured", "prefix" or "cached"; custom layers need
     no registration here, since the model is never reloaded from a file."""
     import keras
 
@@ -228,7 +229,9 @@ class ExportOptions:
     strict: bool = False
     # The step graph: "structured" (rebuilt from an RNN family model's cells), "prefix"
     # (the model's own graph cut, stepping a fixed-length prefix: any causal two-input
-    # functional model) or "auto" (structured where the model is of the RNN family).
+    # functional model), "cached" (a KerasHub TransformerDecoder stack, its key/value
+    # caches as state) or "auto" (structured for the RNN family, else cached where it
+    # applies, else prefix).
     step: str = "auto"
 
     def validate(self) -> "ExportOptions":
@@ -274,18 +277,25 @@ class _Graphs:
     tensor names, and the contract digest each file carries."""
 
     def __init__(self, parts, vocab: Vocabulary, staging: Path, why: str = ""):
+        from family.cached import CachedParts
         from family.prefix import PrefixParts
 
         self.parts, self.vocab, self.staging = parts, vocab, staging
-        self.prefix = isinstance(parts, PrefixParts)
+        # "structured", "prefix" or "cached"; the last two cut the model's graph.
+        self.kind = ("cached" if isinstance(parts, CachedParts) else
+                     "prefix" if isinstance(parts, PrefixParts) else "structured")
+        self.prefix = self.kind != "structured"
         self.why = why  # why this step path was taken, for artifact.json
         if self.prefix:
+            from .cached_graphs import CachedGraphBuilder
             from .prefix_graphs import PrefixGraphBuilder
 
-            self.builder = PrefixGraphBuilder(parts, vocab)
+            self.builder = (CachedGraphBuilder if self.kind == "cached" else
+                            PrefixGraphBuilder)(parts, vocab)
             self.state = tuple(StateTensor(n, u, d) for n, u, d in zip(
                 self.builder.state_names, self.builder.state_units, self.builder.state_dtypes))
-            self.memory = tuple(MemoryTensor(n, shape, d) for n, shape, d in parts.memory)
+            memory = self.builder.memory if self.kind == "cached" else parts.memory
+            self.memory = tuple(MemoryTensor(n, shape, d) for n, shape, d in memory)
         else:
             from .graphs import GraphBuilder
 
@@ -440,7 +450,7 @@ def _metadata(g: _Graphs, options: ExportOptions, entries: list[GraphFile], note
     """artifact.json before the proof: the shared fields through the runtime's own
     types (what load_config reads), parity not passed."""
     attention = g.builder.attention
-    step = {"kind": "prefix" if g.prefix else "structured", "why": g.why}
+    step = {"kind": g.kind, "why": g.why}
     if g.prefix:
         step["prefix_length"] = g.parts.prefix_length
     return {
@@ -466,7 +476,7 @@ def _metadata(g: _Graphs, options: ExportOptions, entries: list[GraphFile], note
 
 
 def _version(g: _Graphs) -> int:
-    """The artifact version to write: 4 where the artifact needs it (a prefix step, or
+    """The artifact version to write: 4 where the artifact needs it (a cut step, or
     a recorded standardisation rule a version-3 reader would refuse), else 3."""
     vocab = g.vocab.to_dict()
     custom = isinstance(vocab["standardize"], dict) or "target_standardize" in vocab
@@ -486,22 +496,26 @@ def prove(staging: Path, metadata: dict, model, vocab: Vocabulary, texts: list[s
     timing and path. Raises ParityError when a fatal check fails (``strict``: when
     any check fails, a quantized variant's flags included). ``prefix``: the
     ``PrefixParts`` of a model exported through the prefix step (its answers are the
-    whole model's on the growing prefix, keras.io's decode loop)."""
+    whole model's on the growing prefix, keras.io's decode loop), or the
+    ``CachedParts`` of one exported through the cached step (the same answers)."""
+    from family.cached import CachedParts
     from family.reference import ReferenceDecoder
 
     variants = _variants(metadata["graphs"])
     if prefix is not None:
         from family.prefix import PrefixReference
 
-        from . import prefix_parity
+        from . import cached_parity, prefix_parity
 
-        reference = PrefixReference(prefix, vocab)
+        cached = isinstance(prefix, CachedParts)
+        reference = PrefixReference(prefix.prefix if cached else prefix, vocab)
+        graph_checks = cached_parity.graph_checks if cached else prefix_parity.graph_checks
     else:
         reference = ReferenceDecoder(model, vocab)
     checks = []
     for variant in variants:
         if variant[1] == "fp32" and prefix is not None:
-            checks += prefix_parity.graph_checks(staging, variant, prefix, vocab, texts)
+            checks += graph_checks(staging, variant, prefix, vocab, texts)
         elif variant[1] == "fp32":
             checks += parity.graph_checks(staging, variant, reference, texts)
     decode, keras_out, outputs = parity.decode_checks(staging, variants, reference, texts,
@@ -607,17 +621,17 @@ def build(model, source: dict, vocab: Vocabulary, out: Path, options: ExportOpti
 
 
 def locate_step(model, vocab: Vocabulary, step: str, log) -> tuple[object, str]:
-    """The model's parts for the step path ``step`` ("auto", "structured", "prefix"),
-    and why that path was taken. "auto" takes the structured RNN step where the
-    model is of that family and cuts the graph otherwise; a prefix cut must also
-    prove causal on the Keras model. Raises ModelShapeError (both reasons, for
-    "auto") when neither applies."""
+    """The model's parts for the step path ``step`` ("auto", "structured", "prefix",
+    "cached"), and why that path was taken. "auto" takes the structured RNN step
+    where the model is of that family and cuts the graph otherwise, with the cached
+    step where its decoder is recognised; a cut must also prove causal on the Keras
+    model. Raises ModelShapeError (both reasons, for "auto") when neither applies."""
     from family.errors import ModelShapeError
     from family.prefix import check_causal, locate_prefix
     from family.structure import check_vocabulary, locate
 
     refusal = None
-    if step != "prefix":
+    if step not in ("prefix", "cached"):
         try:
             parts = locate(model)
         except ModelShapeError as e:
@@ -641,12 +655,25 @@ def locate_step(model, vocab: Vocabulary, step: str, log) -> tuple[object, str]:
         if refusal is None:
             raise
         raise ModelShapeError(f"{refusal}. Nor does the prefix step apply: {e}") from None
-    why = ("asked for (--step prefix)" if refusal is None else
+    why = (f"asked for (--step {step})" if refusal is None else
            f"no structured step: {str(refusal)[-240:]}")
-    log(f"prefix step: the graph cut after {len(parts.encoder_nodes)} encoder call(s), "
+    log(f"the graph cut after {len(parts.encoder_nodes)} encoder call(s), "
         f"{len(parts.crossing)} tensor(s) crossing, a {parts.prefix_length}-token prefix; "
         "proven causal", flush=True)
-    return parts, why
+    if step == "prefix":
+        return parts, why
+    from family.cached import locate_cached
+
+    try:
+        cached = locate_cached(parts)
+    except ModelShapeError as e:
+        if step == "cached":
+            raise
+        log(f"prefix step (O(t^2) a sentence): {str(e)[-200:]}", flush=True)
+        return parts, f"{why}; not cached: {str(e)[-200:]}"
+    log(f"cached step: {len(cached.decoders)} TransformerDecoder layer(s), their key/value "
+        "caches as state", flush=True)
+    return cached, why
 
 
 def _calibrate(g: _Graphs, vocab: Vocabulary, texts, targets, calibration, log):

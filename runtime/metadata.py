@@ -39,9 +39,12 @@ ATTENTION = "attention"
 ATTENTION_KINDS = ("luong", "bahdanau")
 # The dtypes a state or memory tensor may have.
 DTYPES = ("float32", "int32")
-# How the step graph was made: from the recurrent cells ("structured"), or by
-# cutting the model's graph and stepping a fixed-length prefix ("prefix").
-STEP_KINDS = ("structured", "prefix")
+# How the step graph was made: from the recurrent cells ("structured"), by cutting
+# the model's graph and stepping a fixed-length prefix ("prefix"), or from a
+# recognised Transformer decoder stack carrying its key/value caches ("cached").
+STEP_KINDS = ("structured", "prefix", "cached")
+# The steps whose encoder hands the step graph a memory of its own (listed).
+CUT_STEPS = ("prefix", "cached")
 
 
 @dataclass(frozen=True)
@@ -183,9 +186,10 @@ class ArtifactConfig:
     parity: dict
     # Per "format/precision", the greedy path export measured as faster: "step" or "fused".
     greedy_path: dict
-    # A prefix step's memory (an attention model's is described by ``attention``).
+    # A prefix or cached step's memory (an attention model's is described by
+    # ``attention``).
     memory: tuple[MemoryTensor, ...] = ()
-    # How the step graph was made: "structured" or "prefix" (STEP_KINDS).
+    # How the step graph was made: "structured", "prefix" or "cached" (STEP_KINDS).
     step_kind: str = "structured"
 
     def has_graph(self, fmt: str, precision: str, name: str) -> bool:
@@ -319,10 +323,11 @@ def load_config(directory: str | Path, unproven: bool = False) -> ArtifactConfig
                for m in memory):
         raise ArtifactError(f"{meta}: memory tensors must have names, positive shapes and "
                             f"a dtype among {DTYPES}: {[m.to_dict() for m in memory]}")
-    if step_kind not in STEP_KINDS or (step_kind == "prefix") != bool(memory) or (
+    if step_kind not in STEP_KINDS or (step_kind in CUT_STEPS) != bool(memory) or (
             memory and attention is not None):
         raise ArtifactError(f"{meta}: step kind {step_kind!r} must be one of {STEP_KINDS}; a "
-                            "prefix step lists its memory, and only it (not attention)")
+                            "prefix or cached step lists its memory, and only it (not "
+                            "attention)")
     if attention is not None and (attention.kind not in ATTENTION_KINDS
                                   or attention.memory_units < 1):
         raise ArtifactError(f"{meta}: attention kind must be one of {ATTENTION_KINDS} with "

@@ -12,7 +12,9 @@ const FILE_FORMATS = ["onnx", "ort", "tflite"];
 const ATTENTION_KINDS = ["luong", "bahdanau"];
 const GREEDY_PATHS = ["step", "fused"];
 const DTYPES = ["float32", "int32"];
-const STEP_KINDS = ["structured", "prefix"];
+const STEP_KINDS = ["structured", "prefix", "cached"];
+// The steps whose encoder hands the step graph a memory of its own (listed).
+const CUT_STEPS = ["prefix", "cached"];
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 const fail = (message) => {
@@ -102,10 +104,10 @@ export function parseMetadata(text) {
       fail(`attention kind must be one of ${ATTENTION_KINDS.join(", ")} with positive memory_units`);
     }
   }
-  if (!STEP_KINDS.includes(stepKind) || (stepKind === "prefix") !== (memory.length > 0)
+  if (!STEP_KINDS.includes(stepKind) || CUT_STEPS.includes(stepKind) !== (memory.length > 0)
       || (memory.length > 0 && attention !== null)) {
     fail(`step kind ${JSON.stringify(stepKind)} must be one of ${STEP_KINDS.join(", ")}; a prefix `
-      + "step lists its memory, and only it (not attention)");
+      + "or cached step lists its memory, and only it (not attention)");
   }
   const io = graphIO(names, attention, memoryNames);
   if (!Array.isArray(field(d, "graphs"))) fail("field missing or malformed: 'graphs'");
