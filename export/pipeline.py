@@ -45,6 +45,7 @@ def load_keras_model(path: Path):
     if path.suffix == ".keras" and not _is_zip(path):
         raise ArtifactError(f"{path}: not a Keras archive (a .keras file is a zip archive; "
                             "this one is damaged, truncated or something else)")
+    _import_keras_hub(path)
     try:
         return legacy.load_model(path)  # Keras 2 (tf.keras) files adapted
     except Exception as e:  # Keras raises many types for a bad file
@@ -53,6 +54,23 @@ def load_keras_model(path: Path):
                 "them), or export the model in memory with export.export_model"
                 if "Could not locate" in str(e) or "Unknown layer" in str(e) else "")
         raise ArtifactError(f"{path}: not a loadable Keras model: {reason}{hint}") from None
+
+
+def _import_keras_hub(path: Path) -> None:
+    """KerasHub registers its layers when imported: a .keras file that names them
+    (``python -m train --arch transformer``'s) then loads without --import."""
+    import zipfile
+
+    if path.suffix != ".keras":
+        return
+    with zipfile.ZipFile(path) as archive:
+        config = archive.read("config.json") if "config.json" in archive.namelist() else b""
+    if b'"keras_hub' in config:
+        try:
+            import keras_hub  # noqa: F401  (registers its layers)
+        except ImportError:
+            raise ArtifactError(f"{path}: the model uses KerasHub layers; pip install "
+                                "keras-hub (it is in the train extra)") from None
 
 
 def _is_zip(path: Path) -> bool:
@@ -656,7 +674,7 @@ def locate_step(model, vocab: Vocabulary, step: str, log) -> tuple[object, str]:
             raise
         raise ModelShapeError(f"{refusal}. Nor does the prefix step apply: {e}") from None
     why = (f"asked for (--step {step})" if refusal is None else
-           f"no structured step: {str(refusal)[-240:]}")
+           f"no structured step ({_found(refusal)})")
     log(f"the graph cut after {len(parts.encoder_nodes)} encoder call(s), "
         f"{len(parts.crossing)} tensor(s) crossing, a {parts.prefix_length}-token prefix; "
         "proven causal", flush=True)
@@ -669,11 +687,17 @@ def locate_step(model, vocab: Vocabulary, step: str, log) -> tuple[object, str]:
     except ModelShapeError as e:
         if step == "cached":
             raise
-        log(f"prefix step (O(t^2) a sentence): {str(e)[-200:]}", flush=True)
-        return parts, f"{why}; not cached: {str(e)[-200:]}"
+        log(f"prefix step (O(t^2) a sentence), not cached: {_found(e)}", flush=True)
+        return parts, f"{why}; not cached ({_found(e)})"
     log(f"cached step: {len(cached.decoders)} TransformerDecoder layer(s), their key/value "
         "caches as state", flush=True)
     return cached, why
+
+
+def _found(error: Exception) -> str:
+    """What a step path's refusal found, without the long list of what it expects."""
+    text = str(error)
+    return ("found " + text.rsplit("; found ", 1)[1] if "; found " in text else text)[:240]
 
 
 def _calibrate(g: _Graphs, vocab: Vocabulary, texts, targets, calibration, log):

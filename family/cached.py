@@ -83,6 +83,12 @@ def _fail(found: str) -> None:
         f"model's output; found {found}")
 
 
+def _named(op) -> str:
+    """A layer as ``package.Class 'name'``: keras.io's own TransformerDecoder is not
+    KerasHub's."""
+    return f"{type(op).__module__.split('.')[0]}.{type(op).__name__} {op.name!r}"
+
+
 def _source(tensor, where: dict):
     got = where.get(id(tensor))
     if got is None:
@@ -118,16 +124,15 @@ def _calls(nodes, where: dict) -> list:
         try:
             bound = inspect.signature(op.call).bind(*args, **kwargs).arguments
         except TypeError as e:
-            _fail(f"{type(op).__name__} {op.name!r} called as {e}")
+            _fail(f"{_named(op)} called as {e}")
         sources = {}
         for name, value in bound.items():
             if hasattr(value, "shape") and hasattr(value, "_keras_history"):
                 sources[name] = _source(value, where)
-            elif value is not None and name not in ("use_causal_mask",) and not isinstance(
-                    value, (bool, int, float, str)):
-                _fail(f"{type(op).__name__} {op.name!r} given {name}={value!r}")
+            elif value is not None and not isinstance(value, (bool, int, float, str)):
+                _fail(f"{_named(op)} given {name} as a {type(value).__name__}")
         if bound.get("use_causal_mask", True) is not True:
-            _fail(f"{op.name!r} called with use_causal_mask={bound['use_causal_mask']}")
+            _fail(f"{_named(op)} called with use_causal_mask={bound['use_causal_mask']}")
         for t in node.outputs:
             where[id(t)] = ("call", len(calls))
         calls.append((op, sources))
@@ -149,10 +154,10 @@ def locate_cached(parts: PrefixParts) -> CachedParts:
         _fail("a one-hot decoder input")
     if not calls or not isinstance(calls[0][0], TokenAndPositionEmbedding) or \
             list(calls[0][1].values()) != [("target",)]:
-        _fail(f"a first decoder layer {type(calls[0][0]).__name__ if calls else None}")
+        _fail(f"a first decoder layer {_named(calls[0][0]) if calls else None}")
     before, decoders, after = [], [], []
     for j, (op, sources) in enumerate(calls[1:], start=1):
-        name = f"{type(op).__name__} {op.name!r}"
+        name = _named(op)
         if isinstance(op, TransformerDecoder):
             if after:
                 _fail(f"{name} after position-wise layers that follow a decoder layer")

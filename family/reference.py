@@ -170,3 +170,16 @@ class ReferenceDecoder:
             for ids in self.greedy_ids(chunk, mode, max_length):
                 results.append(self.vocab.decode_target(ids))
         return results
+
+
+def reference_for(model: keras.Model, vocab: Vocabulary):
+    """Keras's greedy answers for any model export takes: the ``ReferenceDecoder`` for
+    the RNN family, else keras.io's loop over the whole model on the growing prefix
+    (``family.prefix.PrefixReference``). Both have ``greedy(texts)``."""
+    from .errors import ModelShapeError
+    from .prefix import PrefixReference, locate_prefix
+
+    try:
+        return ReferenceDecoder(model, vocab)
+    except ModelShapeError:
+        return PrefixReference(locate_prefix(model, vocab), vocab)

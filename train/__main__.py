@@ -65,8 +65,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive(int), default=DEFAULTS["batch_size"])
     p.add_argument("--latent-dim", type=positive(int), default=DEFAULTS["latent_dim"])
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    p.add_argument("--optimizer", choices=("rmsprop", "adam"), default="rmsprop",
-                   help="rmsprop as in keras.io's example; adam often learns faster")
+    p.add_argument("--optimizer", choices=("rmsprop", "adam"), default=None,
+                   help="rmsprop as in keras.io's example; adam often learns faster "
+                        "(default: rmsprop, adam for --arch transformer)")
     p.add_argument("--learning-rate", type=positive(float), default=1e-3, metavar="LR",
                    help="the starting learning rate")
     p.add_argument("--schedule", choices=("plateau", "none"), default="plateau",
@@ -94,9 +95,11 @@ def parser() -> argparse.ArgumentParser:
                         f"is fixed)")
     p.add_argument("--patience", type=positive(int), default=DEFAULTS["patience"],
                    help="epochs without a better one (see --monitor) before stopping")
-    p.add_argument("--padding", choices=("left", "right"), default="left",
+    p.add_argument("--padding", choices=("left", "right"), default=None,
                    help="where input padding goes: left (text ends on the last encoder "
-                        "step; learns far better) or right (keras.io)")
+                        "step; learns far better for an RNN; the default) or right "
+                        "(keras.io; the only choice for --arch transformer, whose "
+                        "positions count from the first token)")
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
                    default="default",
                    help="mirrored: tf.distribute.MirroredStrategy over all local GPUs "
@@ -104,10 +107,20 @@ def parser() -> argparse.ArgumentParser:
                         "MultiWorkerMirroredStrategy across the machines TF_CONFIG lists "
                         "(run the same command on each; only the chief writes --out)")
     arch = p.add_argument_group("architecture (default: the seed's one-hot LSTM)")
+    arch.add_argument("--arch", choices=("rnn", "transformer"), default="rnn",
+                      help="rnn: the recurrent family below; transformer: keras.io's "
+                           "KerasHub encoder-decoder (TokenAndPositionEmbedding, "
+                           "TransformerEncoder and TransformerDecoder layers; "
+                           "--embedding-dim is its width, default 128; --layers a side, "
+                           "default 2), exported with a cached decoder step")
+    arch.add_argument("--heads", type=positive(int), default=4,
+                      help="transformer: attention heads per layer")
+    arch.add_argument("--ff-dim", type=positive(int), default=512, metavar="D",
+                      help="transformer: the feed-forward block's inner width")
     arch.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
-    arch.add_argument("--layers", type=positive(int), default=1,
-                      help="recurrent layers on each side; encoder layer i starts "
-                           "decoder layer i")
+    arch.add_argument("--layers", type=positive(int), default=None,
+                      help="layers on each side (default 1; 2 for --arch transformer); "
+                           "RNN: encoder layer i starts decoder layer i")
     arch.add_argument("--handoff", choices=("each", "last"), default="each",
                       help="each: encoder layer i starts decoder layer i; last: a deep "
                            "encoder hands only its top layer's state to a one-layer decoder")
@@ -137,9 +150,10 @@ def parser() -> argparse.ArgumentParser:
                       help="Embedding(mask_zero=True): the encoder skips padding; needs "
                            "--embedding-dim. Batches are then padded only to their own "
                            "longest input (much faster on data of mixed lengths)")
-    arch.add_argument("--dropout", type=float, default=0.0, metavar="P",
-                      help="input dropout inside every recurrent layer while training "
-                           "(Keras's dropout=; the exported graphs do not change)")
+    arch.add_argument("--dropout", type=float, default=None, metavar="P",
+                      help="dropout while training (the exported graphs do not change): "
+                           "RNN: Keras's input dropout inside every recurrent layer, "
+                           "default 0; transformer: every layer's dropout, default 0.1")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -157,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         args.val_split = DEFAULTS["val_split"]  # cmudict's stays None: its split is fixed
     if args.val_split is not None and not 0 < args.val_split < 1:
         parser().error(f"--val-split must be between 0 and 1, got {args.val_split}")
+    _architecture_defaults(args)
     if not 0 <= args.dropout < 1:
         parser().error(f"--dropout must be at least 0 and below 1, got {args.dropout}")
     if args.epochs is None:
@@ -173,6 +188,36 @@ def main(argv: list[str] | None = None) -> int:
     except Seq2SeqError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+# RNN-only options and their defaults: refused with --arch transformer when changed.
+RNN_ONLY = {"cell": "lstm", "bidirectional": False, "attention": None, "handoff": "each",
+            "reset_after": True}
+
+
+def _architecture_defaults(args) -> None:
+    """Fill in the defaults that depend on --arch; refuse what does not apply."""
+    transformer = args.arch == "transformer"
+    if transformer:
+        given = [f"--{k.replace('_', '-')}" for k, v in RNN_ONLY.items()
+                 if getattr(args, k) != v]
+        if given:
+            parser().error(f"{', '.join(given)}: options of the recurrent family (--arch "
+                           "rnn), not of --arch transformer")
+        if args.padding == "left":
+            parser().error("--padding left: a transformer's positions count from the first "
+                           "token, so its inputs are padded on the right")
+        if not args.embedding_dim:
+            args.embedding_dim = 128
+        if args.embedding_dim % args.heads:
+            parser().error(f"--embedding-dim {args.embedding_dim}: the width must divide by "
+                           f"the {args.heads} heads")
+    elif args.heads != 4 or args.ff_dim != 512:
+        parser().error("--heads and --ff-dim are for --arch transformer")
+    args.layers = args.layers or (2 if transformer else 1)
+    args.padding = args.padding or ("right" if transformer else "left")
+    args.optimizer = args.optimizer or ("adam" if transformer else "rmsprop")
+    args.dropout = (0.1 if transformer else 0.0) if args.dropout is None else args.dropout
 
 
 def run(args) -> int:
@@ -268,13 +313,17 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
 
     from runtime.vocab import InputPadding, Vocabulary
 
-    from .model import Architecture, build_model
-    from family.reference import ReferenceDecoder
+    from .model import Architecture, TransformerArchitecture, build_model, build_transformer
+    from family.reference import reference_for
 
     everything = train_pairs + val_pairs + test_pairs
-    arch = Architecture(args.cell, args.layers, args.bidirectional, args.embedding_dim,
-                        args.mask, args.handoff, args.reset_after, args.logits,
-                        args.attention or "", args.dropout)
+    if args.arch == "transformer":
+        arch = TransformerArchitecture(args.layers, args.heads, args.ff_dim,
+                                       args.embedding_dim, args.dropout, args.logits)
+    else:
+        arch = Architecture(args.cell, args.layers, args.bidirectional, args.embedding_dim,
+                            args.mask, args.handoff, args.reset_after, args.logits,
+                            args.attention or "", args.dropout)
     target_unit = args.target_unit or (args.unit if args.data else
                                        "word" if args.builtin == "cmudict" else "char")
     frame = ("[start]", "[end]") if target_unit == "word" else ("\t", "\n")
@@ -289,8 +338,13 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
         print(f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s); "
               f"this process: {role.name}", flush=True)
     with strategy.scope():
-        model = build_model(vocab.input_size, vocab.target_size, args.latent_dim, arch,
-                            args.optimizer, args.learning_rate)
+        if args.arch == "transformer":
+            model = build_transformer(vocab.input_size, vocab.target_size,
+                                      vocab.max_input_length, vocab.max_output_length, arch,
+                                      args.optimizer, args.learning_rate)
+        else:
+            model = build_model(vocab.input_size, vocab.target_size, args.latent_dim, arch,
+                                args.optimizer, args.learning_rate)
     if not args.quiet:
         model.summary()
 
@@ -343,7 +397,7 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
         if interrupted:
             print("\ninterrupted: keeping the best checkpoint so far", file=sys.stderr)
         best = keras.models.load_model(model_path)
-        reference = ReferenceDecoder(best, vocab)
+        reference = reference_for(best, vocab)
         held_out = data.group(test_pairs)
         decoded = reference.greedy([source for source, _ in held_out])
         # Targets as the model writes them (words single-spaced); any one is right.

@@ -230,13 +230,13 @@ class ValidationDecode(keras.callbacks.Callback):
                      for _, targets in groups]
 
     def on_epoch_end(self, epoch, logs=None):
-        from family.reference import ReferenceDecoder
+        from family.reference import reference_for
 
         if logs is None:
             return
         # Built anew each epoch: its copy of an attention layer holds that layer's
         # weights as they were when the copy was made.
-        decoded = ReferenceDecoder(self.model, self.vocab).greedy(self.texts)
+        decoded = reference_for(self.model, self.vocab).greedy(self.texts)
         logs["val_exact_match"] = sum(d in r for d, r in zip(decoded, self.refs)) / len(decoded)
 
 

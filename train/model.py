@@ -129,3 +129,73 @@ def compile_model(model: keras.Model, logits: bool = False, optimizer: str = "rm
                   loss=keras.losses.CategoricalCrossentropy(
                       from_logits=logits, reduction="mean_with_sample_weight"),
                   weighted_metrics=["accuracy"])
+
+
+@dataclass(frozen=True)
+class TransformerArchitecture:
+    """keras.io's KerasHub translation model: ``TokenAndPositionEmbedding`` (ids,
+    ``mask_zero``), ``TransformerEncoder`` layers, and a decoder of
+    ``TokenAndPositionEmbedding`` and ``TransformerDecoder`` layers (each attending
+    over the top encoder layer's outputs), then Dense softmax (or logits)."""
+    # Encoder layers, and as many decoder layers.
+    layers: int = 2
+    # Attention heads in every layer (the width must divide by it).
+    heads: int = 4
+    # The feed-forward block's inner width.
+    ff_dim: int = 512
+    # The model's width (token and position embeddings, every layer's output).
+    embedding_dim: int = 128
+    # Keras's dropout inside every layer, while training only.
+    dropout: float = 0.1
+    logits: bool = False
+    # Train and export read token ids, and the encoder skips padding: what the
+    # RNN family's Architecture calls embedding_dim > 0 and mask.
+    mask: bool = True
+
+    def __post_init__(self):
+        if min(self.layers, self.heads, self.ff_dim, self.embedding_dim) < 1:
+            raise ValueError("layers, heads, ff_dim and embedding_dim must be >= 1")
+        if self.embedding_dim % self.heads:
+            raise ValueError(f"the width {self.embedding_dim} must divide by the "
+                             f"{self.heads} heads")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def build_transformer(input_size: int, target_size: int, input_length: int,
+                      output_length: int, arch: TransformerArchitecture = TransformerArchitecture(),
+                      optimizer: str = "adam", learning_rate: float = 1e-3) -> keras.Model:
+    """The KerasHub encoder-decoder (see TransformerArchitecture), inputs padded on the
+    right (positions count from the first token). Exported with the cached step."""
+    import warnings
+
+    import keras_hub
+
+    # KerasHub's layers hand masked tensors to sublayers that ignore masks on purpose
+    # (the masks are applied as attention masks); Keras warns of each, to no use.
+    warnings.filterwarnings("ignore", message=r"Layer '.*' \(of type .*\) was passed an "
+                            "input with a mask attached", category=UserWarning)
+
+    def embed(inputs, size, length, name):
+        return keras_hub.layers.TokenAndPositionEmbedding(
+            vocabulary_size=size, sequence_length=length, embedding_dim=arch.embedding_dim,
+            mask_zero=True, name=name)(inputs)
+
+    encoder_inputs = keras.Input(shape=(None,), dtype="int32", name="encoder_inputs")
+    x = embed(encoder_inputs, input_size, input_length, "encoder_embedding")
+    for i in range(arch.layers):
+        x = keras_hub.layers.TransformerEncoder(
+            intermediate_dim=arch.ff_dim, num_heads=arch.heads, dropout=arch.dropout,
+            name=f"encoder_transformer_{i}")(x)
+    memory = x
+    decoder_inputs = keras.Input(shape=(None,), dtype="int32", name="decoder_inputs")
+    x = embed(decoder_inputs, target_size, output_length, "decoder_embedding")
+    for i in range(arch.layers):
+        x = keras_hub.layers.TransformerDecoder(
+            intermediate_dim=arch.ff_dim, num_heads=arch.heads, dropout=arch.dropout,
+            name=f"decoder_transformer_{i}")(decoder_sequence=x, encoder_sequence=memory)
+    outputs = layers.Dense(target_size, activation=None if arch.logits else "softmax",
+                           name="decoder_dense")(x)
+    model = keras.Model([encoder_inputs, decoder_inputs], outputs, name="transformer")
+    compile_model(model, arch.logits, optimizer, learning_rate)
+    return model
