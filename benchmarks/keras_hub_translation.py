@@ -31,12 +31,13 @@ VOCAB_SIZE = 14
 
 
 def build(embed_dim=16, intermediate_dim=32, num_heads=2, num_layers=1,
-          eng_vocab_size=VOCAB_SIZE, spa_vocab_size=VOCAB_SIZE, dropout=0.5):
+          eng_vocab_size=VOCAB_SIZE, spa_vocab_size=VOCAB_SIZE, dropout=0.5,
+          sequence_length=MAX_SEQUENCE_LENGTH):
     # Encoder
     encoder_inputs = keras.Input(shape=(None,), name="encoder_inputs")
     x = keras_hub.layers.TokenAndPositionEmbedding(
         vocabulary_size=eng_vocab_size,
-        sequence_length=MAX_SEQUENCE_LENGTH,
+        sequence_length=sequence_length,
         embedding_dim=embed_dim,
     )(encoder_inputs)
     for _ in range(num_layers):
@@ -51,7 +52,7 @@ def build(embed_dim=16, intermediate_dim=32, num_heads=2, num_layers=1,
     encoded_seq_inputs = keras.Input(shape=(None, embed_dim), name="decoder_state_inputs")
     x = keras_hub.layers.TokenAndPositionEmbedding(
         vocabulary_size=spa_vocab_size,
-        sequence_length=MAX_SEQUENCE_LENGTH,
+        sequence_length=sequence_length,
         embedding_dim=embed_dim,
     )(decoder_inputs)
     for _ in range(num_layers):
@@ -105,7 +106,8 @@ def train(epochs=12, n=3000, seed=0, **sizes):
     return transformer, eng_tokenizer, spa_tokenizer, pairs
 
 
-def decode_sequences(transformer, eng_tokenizer, spa_tokenizer, input_sentences):
+def decode_sequences(transformer, eng_tokenizer, spa_tokenizer, input_sentences,
+                     length=MAX_SEQUENCE_LENGTH):
     """The example's loop: ``GreedySampler`` over the whole model, one prompt row."""
     batch_size = 1
     spa_vocab = spa_tokenizer.get_vocabulary()
@@ -123,7 +125,6 @@ def decode_sequences(transformer, eng_tokenizer, spa_tokenizer, input_sentences)
 
     # Build a prompt of length MAX_SEQUENCE_LENGTH with a start token and padding
     # tokens.
-    length = MAX_SEQUENCE_LENGTH
     start = ops.full((batch_size, 1), spa_vocab.index("[start]"), dtype="int32")
     pad = ops.full((batch_size, length - 1), 0, dtype="int32")
     prompt = ops.concatenate((start, pad), axis=-1)
