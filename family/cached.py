@@ -142,10 +142,11 @@ def _calls(nodes, where: dict) -> list:
 def locate_cached(parts: PrefixParts) -> CachedParts:
     """Recognise the decoder part of ``parts`` (see the module); ModelShapeError if it
     is not that shape."""
-    try:
-        from keras_hub.layers import TokenAndPositionEmbedding, TransformerDecoder
-    except ImportError:
-        _fail("no keras_hub installed (pip install -e '.[train]')")
+    import sys
+
+    if "keras_hub" not in sys.modules:  # a model with its layers imported it already
+        _fail("no keras_hub layers (keras_hub is not even imported)")
+    from keras_hub.layers import TokenAndPositionEmbedding, TransformerDecoder
     where = {id(parts.target.tensor): ("target",)}
     for i, t in enumerate(parts.crossing):
         where[id(t)] = ("crossing", i)

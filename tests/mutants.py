@@ -238,6 +238,18 @@ MUTANTS = (
     Mutant("javascript-recorded-standardize-ignored", "web/vocab.mjs",
            "if (typeof rule === \"object\") {", "if (typeof rule === \"object\" && false) {",
            ("tests/test_web.py", "-k", "vocabulary_rules")),
+    Mutant("cached-key-written-one-late", "family/cached.py",
+           "here = tf.equal(tf.range(length)[None, :], at[:, None])  # [batch, T]",
+           "here = tf.equal(tf.range(length)[None, :], at[:, None] + 1)  # [batch, T]",
+           ("tests/test_cached.py", "-k", "sampler_loop")),
+    Mutant("cached-step-sees-empty-future-slots", "family/cached.py",
+           "keys = tf.range(length)[None, :] <= at[:, None]",
+           "keys = tf.range(length)[None, :] >= 0",
+           ("tests/test_cached.py", "-k", "sampler_loop")),
+    Mutant("cached-encoder-padding-unmasked", "family/cached.py",
+           "encoder_padding_mask=None if mask is None else tf.greater(mask, 0.5),",
+           "encoder_padding_mask=None,",
+           ("tests/test_cached.py", "-k", "train_arch_transformer_exports")),
 )
 
 
