@@ -2,8 +2,9 @@
 trained briefly (``benchmarks.keras_io_transformer``), exported from memory through
 the prefix step to ``OUT/artifact``, with the held-out English sentences it was
 checked on in ``OUT/texts.txt`` (the ARM64 check writes its golden cases from
-them). Exits 1 if the artifact's decodes differ from the example's own
-``decode_sequence``."""
+them). ``--example keras-hub``: keras.io's KerasHub example instead
+(``benchmarks.keras_hub_translation``), exported with the cached step. Exits 1 if
+the artifact's decodes differ from the example's own decode loop."""
 from __future__ import annotations
 
 import sys
@@ -20,21 +21,33 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_version(p)
     p.add_argument("out", metavar="OUT", help="directory for artifact/ and texts.txt")
-    out = Path(p.parse_args(argv).out)
+    p.add_argument("--example", choices=("keras-io", "keras-hub"), default="keras-io",
+                   help="keras-io: the Transformer of its own layers (prefix step); "
+                        "keras-hub: the KerasHub translation example (cached step)")
+    args = p.parse_args(argv)
+    out = Path(args.out)
     import export
     import runtime
     from . import keras_io_transformer as kio
 
-    model, eng, spa, _ = kio.train()
     texts = [e for e, _ in kio.make_pairs(24, seed=5)]
+    if args.example == "keras-hub":
+        from . import keras_hub_translation as kh
+
+        model, eng, spa, _ = kh.train()
+        want = [kh.decode_sequences(model, eng, spa, [t]) for t in texts]
+        wrap = str
+    else:
+        model, eng, spa, _ = kio.train()
+        want = [kio.decode_sequence(model, eng, spa, t) for t in texts]
+        wrap = "[start] {} [end]".format
     vocab = export.from_text_vectorization(eng, spa)
     export.export_model(model, vocab, out / "artifact", texts=texts, force=True,
                         log=lambda *a, **k: None)
-    want = [kio.decode_sequence(model, eng, spa, t) for t in texts]
-    got = [f"[start] {o} [end]" for o in runtime.load(out / "artifact").translate(texts)]
+    got = [wrap(o) for o in runtime.load(out / "artifact").translate(texts)]
     if got != want:
         print("benchmarks.transformer_artifact: the artifact's decodes differ from "
-              "decode_sequence's", file=sys.stderr)
+              "the example's own loop's", file=sys.stderr)
         return 1
     (out / "texts.txt").write_text("\n".join(texts[:12]) + "\n", encoding="utf-8")
     return 0
