@@ -219,3 +219,30 @@ def test_heads_are_refused_for_an_rnn(tmp_path):
     done = run_module("train", "--heads", "2", "--out", str(tmp_path / "r"))
     assert done.returncode == 2 and "--heads and --ff-dim are for --arch transformer" in \
         done.stderr
+
+
+@pytest.mark.parametrize("label,edit", [
+    ("memory missing", lambda m: m.pop("memory")),
+    ("cross keys dropped", lambda m: m.update(memory=[])),
+    ("called a structured step", lambda m: m["step"].update(kind="structured")),
+    ("a cache left out of the state", lambda m: m["state"].pop()),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_hostile_cached_metadata_is_refused_by_both_runtimes(hub, tmp_path, label, edit):
+    import shutil
+    import subprocess
+
+    import runtime
+    from conftest import ROOT, need_node
+
+    art = tmp_path / "art"
+    shutil.copytree(hub["cached"], art)
+    meta = read_json(art / "artifact.json")
+    edit(meta)
+    (art / "artifact.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(runtime.ArtifactError, match="artifact.json"):
+        runtime.load(art)
+    need_node()
+    done = subprocess.run(["node", str(ROOT / "web" / "node_decode.mjs"), str(art)],
+                          input="one two.\n", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "artifact.json" in done.stderr, (label, done.stderr[-500:])
+    assert "TypeError" not in done.stderr

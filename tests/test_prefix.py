@@ -371,7 +371,7 @@ HOSTILE_PREFIX_METADATA = [
     ("memory dtype unknown", lambda m: m["memory"][0].update(dtype="int64")),
     ("memory missing", lambda m: m.pop("memory")),
     ("step not an object", lambda m: m.update(step="prefix")),
-    ("step kind unknown", lambda m: m["step"].update(kind="cached")),
+    ("step kind unknown", lambda m: m["step"].update(kind="kv-cache")),
     ("state entry null", lambda m: m["state"].insert(0, None)),
     ("state dtype unknown", lambda m: m["state"][0].update(dtype="int64")),
 ]
