@@ -199,7 +199,7 @@ def test_step_options_are_checked(tmp_path, tiny_run):
     assert done.returncode == 2 and "int8-full is not available" in done.stderr
     assert not (tmp_path / "b").exists()
     helped = run_module("export", "--help")
-    assert "--step {auto,structured,prefix}" in helped.stdout
+    assert "--step {auto,structured,prefix,cached}" in helped.stdout
 
 
 def test_the_examples_custom_standardization_is_recorded_and_repeated():
