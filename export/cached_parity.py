@@ -16,10 +16,8 @@ import numpy as np
 
 from family.cached import CachedParts, cross_caches
 from family.prefix import full_output
-from runtime.backends import create
-from runtime.metadata import FILE_FORMATS, load_config
 
-from .parity import ATOL, Check, _every_length, _random_inputs
+from .parity import ATOL, Check, _every_length, _random_inputs, step_backend
 
 EXACT = ("next_token", "prefix_out", "position_out", ".prefix", ".position", ".cache")
 
@@ -30,12 +28,7 @@ def graph_checks(directory: Path, variant: tuple[str, str], cached: CachedParts,
     worst max abs difference held to ``ATOL``; the carried prefix and position, the
     zero caches and ``next_token`` (outside near-ties) held to exact equality."""
     fmt, precision = variant
-    config = load_config(directory, unproven=True)
-    graphs = {}
-    for name in ("encoder", "decoder_step"):
-        g = config.graph(fmt, precision, name)
-        graphs[name] = (config.path(g).read_bytes(), g.file, g.inputs, g.outputs)
-    backend = create(FILE_FORMATS[fmt], graphs)
+    config, backend = step_backend(directory, fmt, precision)
     parts, length = cached.prefix, cached.length
     rng = np.random.default_rng(seed)
     worst: dict[str, float] = {}

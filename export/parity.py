@@ -70,6 +70,17 @@ def _every_length(vocab, rng):
                                 for n in range(1, vocab.max_input_length + 1)])
 
 
+def step_backend(directory: Path, fmt: str, precision: str):
+    """The staging artifact's config and a backend over its encoder and decoder_step
+    graphs of ``fmt`` at ``precision`` (before the proof has passed)."""
+    config = load_config(directory, unproven=True)
+    graphs = {}
+    for name in ("encoder", "decoder_step"):
+        g = config.graph(fmt, precision, name)
+        graphs[name] = (config.path(g).read_bytes(), g.file, g.inputs, g.outputs)
+    return config, create(FILE_FORMATS[fmt], graphs)
+
+
 def graph_checks(directory: Path, variant: tuple[str, str], reference: ReferenceDecoder,
                  texts: list[str], seed: int = 0) -> list[Check]:
     """The encoder and decoder_step graphs of ``variant`` (format, precision) against
@@ -77,12 +88,7 @@ def graph_checks(directory: Path, variant: tuple[str, str], reference: Reference
     length: one Check per output, its worst max abs difference held to ``ATOL``, and
     ``next_token`` mismatches outside near-ties held to 0."""
     fmt, precision = variant
-    config = load_config(directory, unproven=True)
-    graphs = {}
-    for name in ("encoder", "decoder_step"):
-        g = config.graph(fmt, precision, name)
-        graphs[name] = (config.path(g).read_bytes(), g.file, g.inputs, g.outputs)
-    backend = create(FILE_FORMATS[fmt], graphs)
+    config, backend = step_backend(directory, fmt, precision)
     vocab = reference.vocab
     rng = np.random.default_rng(seed)
     worst: dict[str, float] = {}

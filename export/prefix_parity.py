@@ -13,11 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends import create
-from runtime.metadata import FILE_FORMATS, load_config
 from family.prefix import PrefixParts, full_output
 
-from .parity import ATOL, Check, _every_length, _random_inputs
+from .parity import ATOL, Check, _every_length, _random_inputs, step_backend
 
 
 def graph_checks(directory: Path, variant: tuple[str, str], parts: PrefixParts, vocab,
@@ -26,12 +24,7 @@ def graph_checks(directory: Path, variant: tuple[str, str], parts: PrefixParts, 
     worst max abs difference held to ``ATOL``; the carried state and ``next_token``
     (outside near-ties) held to exact equality."""
     fmt, precision = variant
-    config = load_config(directory, unproven=True)
-    graphs = {}
-    for name in ("encoder", "decoder_step"):
-        g = config.graph(fmt, precision, name)
-        graphs[name] = (config.path(g).read_bytes(), g.file, g.inputs, g.outputs)
-    backend = create(FILE_FORMATS[fmt], graphs)
+    config, backend = step_backend(directory, fmt, precision)
     rng = np.random.default_rng(seed)
     worst: dict[str, float] = {}
     memory_names = [m.name for m in config.memory]

@@ -76,15 +76,9 @@ def test_artifact_records_the_cached_step_and_its_state(hub):
 
 
 def _graphs(artifact, fmt="onnx"):
-    from runtime.backends import create
-    from runtime.metadata import FILE_FORMATS, load_config
+    from export.parity import step_backend
 
-    config = load_config(artifact)
-    graphs = {}
-    for name in ("encoder", "decoder_step"):
-        g = config.graph(fmt, "fp32", name)
-        graphs[name] = (config.path(g).read_bytes(), g.file, g.inputs, g.outputs)
-    return create(FILE_FORMATS[fmt], graphs)
+    return step_backend(artifact, fmt, "fp32")[1]
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
