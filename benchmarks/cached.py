@@ -31,8 +31,10 @@ EXAMPLE_TARGET = 300
 
 
 def _hub(out: Path, d_model: int, layers: int, heads: int, ff: int, source: int,
-         length: int, words: int, log):
-    """The example's model, a word vocabulary and texts; exported both ways."""
+         length: int, words: int, log,
+         exports=(("cached", "cached"), ("prefix", "prefix"))):
+    """The example's model, a word vocabulary and texts; exported, for each
+    (directory, step) of ``exports``, with that step to ``out/directory``."""
     import keras
 
     import export
@@ -55,12 +57,24 @@ def _hub(out: Path, d_model: int, layers: int, heads: int, ff: int, source: int,
     dense.set_weights([kernel, bias])
     rng = np.random.default_rng(1)
     texts = [" ".join(f"w{i}" for i in rng.integers(0, words, source)) for _ in range(16)]
-    for step in ("cached", "prefix"):
+    for directory, step in exports:
         log(f"exporting the Transformer with the {step} step", flush=True)
-        export.export_model(model, vocab, out / step, texts=texts, force=True, step=step,
+        export.export_model(model, vocab, out / directory, texts=texts, force=True, step=step,
                             quantize=("int8", "fp16") if step == "cached" else (),
                             log=lambda *a, **k: None)
     return model, vocab, texts
+
+
+def transformer_run(out: Path, width: int, log=print) -> Path:
+    """The Transformer row of ``benchmarks.variants``: the example at the issue's
+    shape for a given width (2 layers, 4 heads, feed-forward 4x the width), with
+    the cached step in ``out/artifact``, beside ``model.keras`` and ``heldout.tsv``
+    as ``benchmarks.synthetic`` writes them."""
+    model, vocab, texts = _hub(out, width, 2, 4, 4 * width, 16, 20, 40, log,
+                               exports=(("artifact", "cached"),))
+    model.save(out / "model.keras")
+    (out / "heldout.tsv").write_text("".join(f"{t}\t-\n" for t in texts), encoding="utf-8")
+    return out
 
 
 class _SamplerLoop:
@@ -87,11 +101,11 @@ class _SamplerLoop:
         steps = min(max_length or vocab.max_output_length, vocab.max_output_length)
         # The example generates length - 1 tokens after the start: a conservative
         # count here, as the time is divided by the tokens asked for.
-        prompt = np.zeros((1, min(steps + 1, vocab.max_output_length)), np.int32)
-        prompt[0, 0] = vocab.start_id
+        prompt = np.zeros((len(texts), min(steps + 1, vocab.max_output_length)), np.int32)
+        prompt[:, 0] = vocab.start_id
         out = keras_hub.samplers.GreedySampler()(next, ops.convert_to_tensor(prompt),
                                                  stop_token_ids=[vocab.end_id], index=1)
-        return [vocab.decode_target([int(t) for t in np.asarray(out)[0, 1:]])]
+        return [vocab.decode_target([int(t) for t in row[1:]]) for row in np.asarray(out)]
 
 
 def _rnns(out: Path, latent: int, log) -> tuple[dict, dict]:

