@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latent-dim", type=int, default=128)
     p.add_argument("--input-tokens", type=int, default=28)
     p.add_argument("--target-tokens", type=int, default=28, help="start and end included")
+    p.add_argument("--target-words", type=int, default=0, metavar="N",
+                   help="a word-level output vocabulary of N words (w0 w1 ...) instead of "
+                        "--target-tokens characters, for output vocabularies of thousands")
     p.add_argument("--max-input-length", type=int, default=16)
     p.add_argument("--max-output-length", type=int, default=20,
                    help="most tokens decoded, end token included")
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (2 <= args.input_tokens <= len(pool) and 3 <= args.target_tokens <= len(pool) + 2):
         p.error(f"token counts must be within 2..{len(pool)} (input), 3..{len(pool) + 2} "
                 "(target)")
+    if args.target_words < 0:
+        p.error("--target-words must be positive (or 0: character targets)")
     from train.model import Architecture
 
     try:
@@ -76,17 +81,25 @@ def _build(args, pool: str, arch) -> int:
     # Embedding inputs pad with the reserved id 0 (token ""), one-hot ones with a space.
     reserved = ("",) if arch.embedding_dim else ()
     chars = args.input_tokens - len(reserved)
-    vocab = Vocabulary(reserved + tuple(pool[:chars]),
-                       reserved + ("\t", "\n") + tuple(pool[:args.target_tokens - 2
-                                                             - len(reserved)]), "\t", "\n",
+    if args.target_words:
+        targets = reserved + ("[start]", "[end]") + tuple(f"w{i}"
+                                                          for i in range(args.target_words))
+        start, end, unit = "[start]", "[end]", "word"
+    else:
+        targets = reserved + ("\t", "\n") + tuple(pool[:args.target_tokens - 2
+                                                       - len(reserved)])
+        start, end, unit = "\t", "\n", "char"
+    vocab = Vocabulary(reserved + tuple(pool[:chars]), targets, start, end,
                        args.max_input_length, args.max_output_length,
-                       InputPadding("right", "" if reserved else " "))
+                       InputPadding("right", "" if reserved else " "), target_unit=unit)
     model = build_model(vocab.input_size, vocab.target_size, args.latent_dim, arch)
     # Random weights stop at a random end token; a bias against it makes every
     # decode run to the maximum length, the worst (and comparable) case.
     dense = model.get_layer("decoder_dense")
     kernel, bias = dense.get_weights()
-    bias[vocab.end_id] = -50.0
+    # Padding (id 0, where inputs are embedded) too: a quantized random model whose
+    # probabilities tie would pick it first and decode empty strings.
+    bias[[vocab.end_id] + ([0] if reserved else [])] = -50.0
     dense.set_weights([kernel, bias])
     model.save(out / "model.keras")
     vocab.save(out / "vocab.json")
