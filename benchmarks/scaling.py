@@ -103,18 +103,22 @@ def _measure(run_dir: str, path: str, sentences: int, rounds: int) -> dict:
         model = runtime.load(art, backend=backend, precision=precision or "fp32")
     texts = _texts(vocab, sentences)
     model.translate(texts[:1])  # batch 1 as timed: tf.function traces it here
-    times, tokens = [], []
+    # Decode steps per sentence, counted on the step loop (the fused graph stops where
+    # it does), the end's own step included; "" tokens count, so a variant whose
+    # decodes collapse to padding is timed per step too and shows in "empty".
+    steps = {t: len(list(model.stream(t))) + 1 for t in texts}
+    times, tokens, empty = [], [], 0
     for _ in range(rounds):
         for t in texts:
             started = time.perf_counter()
             out = model.translate([t])[0]
             times.append(time.perf_counter() - started)
-            tokens.append(len(vocab.encode_target(out)))  # the end included
-    # Per token over the tokens each sentence really decoded: a quantized random model
-    # can stop early where fp32 runs to the end.
+            tokens.append(steps[t])
+            empty += not out.strip()
     per_token = float(np.median(np.array(times) / np.array(tokens)))
     return {"tokens": float(np.mean(tokens)), "sentence_us": float(np.median(times)) * 1e6,
-            "per_token_us": per_token * 1e6, "peak_rss_bytes": _peak_rss()}
+            "per_token_us": per_token * 1e6, "empty": empty / len(times),
+            "peak_rss_bytes": _peak_rss()}
 
 
 def _peak_rss() -> int:
@@ -207,6 +211,12 @@ def report(r: dict) -> str:
                          f"{p['floor_us']:.2f} | {p['sentence_us'] / 1e3:.2f} | {p['tokens']:.1f} | "
                          f"{p['model_bytes'] / 1024:.0f} | {p['peak_rss_bytes'] / 2**20:.0f} |")
         lines.append("")
+    empty = [f"{p['path']} at {p['sweep']} {p['value']} ({p['empty']:.0%})"
+             for p in r["points"] if p.get("empty")]
+    if empty:
+        lines += ["Decodes that came back empty (every token padding: the quantized "
+                  "output collapsed on this untrained model; export's accuracy gate "
+                  "flags such a variant on a real one): " + ", ".join(empty), ""]
     return "\n".join(lines)
 
 

@@ -1,10 +1,10 @@
-"""The graphs export converts for a TransformerDecoder stack with a cached step
+"""The graphs export converts for a Transformer decoder with a cached step
 (``family.cached``).
 
 * encoder: ``input_ids`` -> ``prefix`` (the empty buffer), ``position`` (zeros),
   ``cache0``... (zeros, one flattened [2, T, heads, head_dim] key/value cache per
-  decoder layer), then the memory: ``cross0``... (each decoder layer's
-  cross-attention keys and values [2, S, heads, head_dim]) and the masks of the
+  causal self-attention), then the memory: ``cross0``... (each cross-attention's
+  keys and values [2, S, heads, head_dim]) and the masks of the
   encoder tensors that carry one (``memory_mask``...)
 * decoder_step: ``token``, the state and the memory -> ``probs``, ``NAME_out`` per
   state tensor, ``next_token``
@@ -28,16 +28,16 @@ class CachedGraphBuilder(PrefixGraphBuilder):
         super().__init__(cached.prefix, vocab)
         self.cached = cached
         length, parts = cached.length, cached.prefix
-        n = len(cached.decoders)
+        n = len(cached.caches)
         self.state_names = (PREFIX, POSITION) + tuple(f"{CACHE}{i}" for i in range(n))
-        self.state_units = (length, 1) + tuple(d.cache_units(length) for d in cached.decoders)
+        self.state_units = (length, 1) + tuple(a.cache_units(length) for a in cached.caches)
         self.state_dtypes = ("int32", "int32") + ("float32",) * n
         source = parts.source_length
         # Each crossing tensor's mask, as the prefix step names it.
         self._masks = [(name, shape, dtype) for name, shape, dtype in parts.memory
                        if name.endswith("_mask")]
-        self.memory = tuple((f"{CROSS}{i}", (2, source, d.heads, d.head_dim), "float32")
-                            for i, d in enumerate(cached.decoders)) + tuple(self._masks)
+        self.memory = tuple((f"{CROSS}{i}", (2, source, a.heads, a.head_dim), "float32")
+                            for i, a in enumerate(cached.crosses)) + tuple(self._masks)
         self.memory_names = tuple(name for name, _, _ in self.memory)
 
     def _memory_specs(self):
@@ -63,7 +63,7 @@ class CachedGraphBuilder(PrefixGraphBuilder):
 
     def _step(self, token, state, memory):
         prefix, position, *caches = state
-        n = len(self.cached.decoders)
+        n = len(self.cached.crosses)
         crosses, masks = memory[:n], self._crossing_masks(memory[n:])
         probs, prefix, caches = step(self.cached, token, prefix, position, caches, crosses,
                                      masks)

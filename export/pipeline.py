@@ -689,8 +689,8 @@ def locate_step(model, vocab: Vocabulary, step: str, log) -> tuple[object, str]:
             raise
         log(f"prefix step (O(t^2) a sentence), not cached: {_found(e)}", flush=True)
         return parts, f"{why}; not cached ({_found(e)})"
-    log(f"cached step: {len(cached.decoders)} TransformerDecoder layer(s), their key/value "
-        "caches as state", flush=True)
+    log(f"cached step: {len(cached.caches)} self-attention key/value cache(s) as state, "
+        f"{len(cached.crosses)} cross-attention(s) computed once", flush=True)
     return cached, why
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import run_module
 
 
@@ -134,24 +136,71 @@ def test_synthetic_model_of_each_architecture_exports(tmp_path):
 def test_variants_benchmark_compares_each_architecture_with_the_lstm(tmp_path):
     out = tmp_path / "variants"
     done = run_module("benchmarks.variants", "--latent-dim", "8", "--rounds", "1",
-                      "--sentences", "2", "--variants", "gru,lstm-luong", "--out", str(out),
-                      timeout=600)
+                      "--sentences", "2", "--variants", "gru,lstm-luong,transformer",
+                      "--out", str(out), timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "results.json").read_text())
-    assert set(result["per_token_us"]) == {"lstm", "gru", "lstm-luong"}
+    assert set(result["per_token_us"]) == {"lstm", "gru", "lstm-luong", "transformer"}
     for path in ("onnx", "onnx-fused", "tflite", "tflite-fused", "keras-tf.function"):
         assert result["per_token_us"]["gru"][path] > 0
+        assert result["per_token_us"]["transformer"][path] > 0
         assert result["vs_lstm"]["lstm"][path] == 1.0
+    # Every decode runs to its longest (the end token suppressed), the end included: 20
+    # steps after the start for the RNNs, 20 prefix positions (the start one of them)
+    # for the Transformer.
+    assert result["tokens"] == {"lstm": 21, "gru": 21, "lstm-luong": 21, "transformer": 20}
+    meta = json.loads((out / "transformer" / "artifact" / "artifact.json").read_text())
+    assert meta["step"]["kind"] == "cached"
     paths = ("onnx", "onnx-fused", "tflite", "tflite-fused")
-    assert {(t["variant"], t["baseline"], t["path"]) for t in result["targets"]} == {
+    bounds = {(t["variant"], t["baseline"], t["path"]): t["bound"] for t in result["targets"]}
+    assert set(bounds) == {
         *((v, "lstm", p) for v in ("gru", "lstm-luong") for p in paths),
-        ("lstm-luong", "lstm", "best"), ("lstm-luong", "keras-predict", "best")}
-    # Attention is timed against the keras.io loop (predict per step) as well.
-    assert set(result["keras_predict_per_token_us"]) == {"lstm-luong", "lstm"}
+        *((v, "lstm", "best") for v in ("lstm-luong", "transformer")),
+        *((v, "keras-predict", "best") for v in ("lstm-luong", "transformer"))}
+    # The Transformer's bounds are the issue's: the multiply-add ratio and 300x its loop.
+    assert bounds[("transformer", "lstm", "best")] == 5.8
+    assert bounds[("transformer", "keras-predict", "best")] == 300
+    # Attention is timed against the keras.io loop (predict per step) as well, and the
+    # Transformer against the example's own loop.
+    assert set(result["keras_predict_per_token_us"]) == {"lstm-luong", "transformer", "lstm"}
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "gru / lstm on tflite" in report and "against keras-predict" in report
-    done = run_module("benchmarks.variants", "--variants", "transformer")
+    done = run_module("benchmarks.variants", "--variants", "nope")
     assert done.returncode == 2 and "unknown variant" in done.stderr
+
+
+def test_scaling_benchmark_measures_each_path_in_its_own_process(tmp_path):
+    """Sizes come from the files on disk, the floor from their bytes over the measured
+    bandwidth, and the Keras process holds TensorFlow while the runtime's does not."""
+    out = tmp_path / "scaling"
+    done = run_module("benchmarks.scaling", "--latent", "8", "--vocabulary", "", "--input",
+                      "", "--paths", "tflite-int8-full,onnx,keras-tf.function", "--sentences",
+                      "2", "--rounds", "1", "--out", str(out), timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+    points = {p["path"]: p for p in result["points"]}
+    assert set(points) == {"tflite-int8-full", "onnx", "keras-tf.function"}
+    art = out / "latent8-in16" / "artifact"
+    meta = json.loads((art / "artifact.json").read_text())
+    for path, fmt, precision in (("tflite-int8-full", "tflite", "int8-full"),
+                                 ("onnx", "onnx", "fp32")):
+        files = [g for g in meta["graphs"] if (g["format"], g["precision"]) == (fmt, precision)]
+        assert points[path]["model_bytes"] == sum((art / g["file"]).stat().st_size
+                                                  for g in files)
+        step = (art / next(g["file"] for g in files if g["name"] == "decoder_step"))
+        assert points[path]["floor_us"] == pytest.approx(
+            step.stat().st_size / result["read_bandwidth_bytes_per_s"] * 1e6)
+    for p in points.values():
+        assert p["tokens"] == 21 and p["per_token_us"] > 0  # 20 tokens and the end
+    rss = {k: p["peak_rss_bytes"] for k, p in points.items()}
+    assert rss["keras-tf.function"] > 2 * max(rss["onnx"], rss["tflite-int8-full"])
+    assert (out / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "### By latent size" in (out / "report.md").read_text(encoding="utf-8")
+    done = run_module("benchmarks.scaling", "--paths", "onnx,cuda", "--out", str(tmp_path))
+    assert done.returncode == 2 and "unknown path(s) cuda" in done.stderr
+    done = run_module("benchmarks.scaling", "--latent", "", "--vocabulary", "", "--input", "",
+                      "--out", str(tmp_path))
+    assert done.returncode == 2 and "every sweep is empty" in done.stderr
 
 
 def test_corpus_benchmark_reports_scaling_and_sizing(tiny_artifact, tmp_path):

@@ -59,6 +59,7 @@ def test_the_checker_sees_function_level_imports(tmp_path):
 COMMANDS = ("train", "export", "export.keras_io_vocab", "runtime", "runtime.corpus", "heatmap",
             "benchmarks", "benchmarks.variants", "benchmarks.synthetic", "benchmarks.corpus",
             "benchmarks.quality", "benchmarks.training", "benchmarks.prefix", "benchmarks.cached",
+            "benchmarks.scaling",
             "benchmarks.transformer_artifact")
 
 
