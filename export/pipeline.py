@@ -272,7 +272,8 @@ class ExportOptions:
         if self.tflite_encoder not in encoder_choice.CHOICES:
             raise InputError(f"TFLite encoder form must be one of {encoder_choice.CHOICES}, "
                              f"got {self.tflite_encoder!r}")
-        if self.tflite_encoder == "loop" and "int8-full" in self.quantize:
+        if self.tflite_encoder == "loop" and "int8-full" in self.quantize and \
+                "tflite" in self.formats:  # the form of a TFLite file only
             raise InputError("the looped TFLite encoder cannot be full-integer (TF's "
                              "calibration crashes on it): use --tflite-encoder auto or "
                              "unrolled with int8-full")

@@ -192,6 +192,8 @@ def test_scaling_benchmark_measures_each_path_in_its_own_process(tmp_path):
             step.stat().st_size / result["read_bandwidth_bytes_per_s"] * 1e6)
     for p in points.values():
         assert p["tokens"] == 21 and p["per_token_us"] > 0  # 20 tokens and the end
+    assert points["onnx"]["agrees_with_fp32"] == 1.0  # the fp32 decodes themselves
+    assert points["keras-tf.function"]["agrees_with_fp32"] == 1.0  # Keras: fp32 parity
     rss = {k: p["peak_rss_bytes"] for k, p in points.items()}
     assert rss["keras-tf.function"] > 2 * max(rss["onnx"], rss["tflite-int8-full"])
     assert (out / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

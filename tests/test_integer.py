@@ -166,6 +166,8 @@ def test_int8_full_needs_calibration_inputs_and_an_unrolled_encoder(tiny_run, tm
 
     with pytest.raises(InputError, match="looped TFLite encoder cannot be full-integer"):
         ExportOptions(quantize=("int8-full",), tflite_encoder="loop").validate()
+    # Only a TFLite file has that form: ONNX alone is not refused for it.
+    ExportOptions(formats=("onnx",), quantize=("int8-full",), tflite_encoder="loop").validate()
     done = run_module("export", str(tiny_run / "model.keras"), "--out", str(tmp_path / "a"),
                       "--quantize", "int8-full", "--calibration-inputs", "0")
     assert done.returncode == 2 and "--calibration-inputs must be positive" in done.stderr
