@@ -297,6 +297,8 @@ class _Recognised:
             kind = "embedding" if isinstance(op, token_and_position) else "token"
             return self._keep(Call(kind, op, sources))
         if isinstance(op, position):
+            if _const(sources, "start_index", 0) != 0 or len(reads) != 1:
+                _fail(f"{name} called with {sources}")
             return self._keep(Call("position", op, sources))
         if isinstance(op, decoder):
             return self._decoder(op, sources, name)
