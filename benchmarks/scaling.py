@@ -82,6 +82,8 @@ def _measure(run_dir: str, path: str, sentences: int, rounds: int) -> dict:
     """In a fresh process: load one path, decode, time, read the peak RSS."""
     from runtime.metadata import load_config
 
+    from .timing import decode_steps
+
     art = Path(run_dir) / "artifact"
     config = load_config(art)
     vocab = config.vocabulary
@@ -103,10 +105,9 @@ def _measure(run_dir: str, path: str, sentences: int, rounds: int) -> dict:
         model = runtime.load(art, backend=backend, precision=precision or "fp32")
     texts = _texts(vocab, sentences)
     model.translate(texts[:1])  # batch 1 as timed: tf.function traces it here
-    # Decode steps per sentence, counted on the step loop (the fused graph stops where
-    # it does), the end's own step included: a quantized variant whose random-weight
-    # decodes differ is still timed per step.
-    steps = {t: len(list(model.stream(t))) + 1 for t in texts}
+    # Decode steps per sentence (a quantized variant whose random-weight decodes
+    # differ is still timed per step).
+    steps = {t: decode_steps(model, t) for t in texts}
     times, tokens = [], []
     for _ in range(rounds):
         for t in texts:

@@ -24,3 +24,11 @@ def stats(seconds: list[float], per: float = 1.0) -> dict:
     a = np.asarray(seconds, dtype=np.float64) * 1e6 / per
     return {"p50_us": float(np.percentile(a, 50)), "p99_us": float(np.percentile(a, 99)),
             "mean_us": float(a.mean()), "n": int(a.size)}
+
+
+def decode_steps(model, text: str) -> int:
+    """The steps a greedy decode of ``text`` runs on ``model`` (a runtime model): the
+    tokens it yields, plus the end token's own step where it stopped before the
+    longest output. Counted on the step loop, which the fused graph equals."""
+    n = len(list(model.stream(text)))
+    return n if n >= model.vocabulary.max_output_length else n + 1

@@ -99,20 +99,21 @@ def _models(run_dir: Path) -> dict:
 
 def measure(out: Path, latent: int, rounds: int, sentences: int,
             names: list[str] = list(VARIANTS), log=print) -> dict:
-    models, texts, vocabs = {}, {}, {}
+    models, texts = {}, {}
     for name in names:
         log(f"building {name}", flush=True)
         run_dir = _build(out, name, latent)
         models[name] = _models(run_dir)
-        vocabs[name] = models[name]["onnx"].vocabulary
         lines = (run_dir / "heldout.tsv").read_text(encoding="utf-8").splitlines()
         texts[name] = [ln.split("\t")[0] for ln in lines][:sentences]
     times = {(v, p): [] for v in names for p in PATHS}
+    from .timing import decode_steps
+
     tokens = {}
     for v in names:  # warm up; every decode has the same length (end suppressed)
         for p in PATHS:
-            out_texts = models[v][p].translate(texts[v][:2])
-            tokens[v] = len(vocabs[v].encode_target(out_texts[0]))  # the end included
+            models[v][p].translate(texts[v][:2])
+        tokens[v] = decode_steps(models[v]["onnx"], texts[v][0])
     log(f"timing {len(names)} variants x {len(PATHS)} paths, {rounds} rounds", flush=True)
     for _ in range(rounds):
         for p in PATHS:

@@ -69,7 +69,8 @@ def parser() -> argparse.ArgumentParser:
                         "as one step, fastest), prefix (the model's own graph cut after its "
                         "encoder, the decoder run on a fixed-length prefix: any causal "
                         "two-input functional model, custom layers included), cached (a "
-                        "keras_hub TransformerDecoder stack with its key/value caches as "
+                        "Transformer decoder of keras_hub TransformerDecoder layers or "
+                        "keras MultiHeadAttention calls, its attention keys and values as "
                         "state: O(t) a token where prefix is O(t^2)), or auto (structured "
                         "for the RNN family, else cached where it applies, else prefix)")
     p.add_argument("--ort", action="store_true",

@@ -207,8 +207,8 @@ def export_model(model, vocabulary: Vocabulary, out_dir: str | Path,
     decodes are checked on 64 random strings. ``calibration``: (texts, targets or
     None, where from), the inputs int8-full's ranges come from (default: ``texts``).
     ``step``: "auto" (the structured RNN step where the model is of that family, else
-    the cached step for a KerasHub TransformerDecoder stack, else the prefix step of
-    its cut graph), "structured", "prefix" or "cached"; custom layers need
+    the cached step for a recognised Transformer decoder (KerasHub TransformerDecoder
+    layers or Keras MultiHeadAttention calls), else the prefix step of its cut graph), "structured", "prefix" or "cached"; custom layers need
     no registration here, since the model is never reloaded from a file."""
     import keras
 
@@ -247,8 +247,8 @@ class ExportOptions:
     strict: bool = False
     # The step graph: "structured" (rebuilt from an RNN family model's cells), "prefix"
     # (the model's own graph cut, stepping a fixed-length prefix: any causal two-input
-    # functional model), "cached" (a KerasHub TransformerDecoder stack, its key/value
-    # caches as state) or "auto" (structured for the RNN family, else cached where it
+    # functional model), "cached" (a recognised Transformer decoder, its attention
+    # keys and values as state: family/cached.py) or "auto" (structured for the RNN family, else cached where it
     # applies, else prefix).
     step: str = "auto"
 

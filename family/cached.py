@@ -262,9 +262,12 @@ def _with_masks(cached: CachedParts) -> CachedParts:
             if pads and not cached.mask_zero:  # the step knows padding as id 0
                 _fail(f"{_named(c.op)} given a decoder-side mask that is not an Embedding's "
                       "mask_zero")
-            if c.cross >= 0 and value != parts.masked[cached.crosses[c.cross].reads]:
-                _fail(f"{_named(c.op)} seeing an encoder mask the encoder part does not hand "
-                      "over")
+            # An attention that gets no encoder mask (a MultiHeadAttention before it
+            # cleared it) simply applies none; one that gets a mask the encoder part
+            # does not hand over cannot be stepped.
+            if c.cross >= 0 and value and not parts.masked[cached.crosses[c.cross].reads]:
+                _fail(f"{_named(c.op)} given an encoder mask that does not cross from the "
+                      "encoder part")
         calls.append(c)
     return dataclasses.replace(cached, calls=tuple(calls))
 
@@ -292,6 +295,8 @@ class _Recognised:
             if not isinstance(op, (token_and_position, keras.layers.Embedding)) or \
                     len(reads) != 1:
                 _fail(f"{name} reading the decoder input")
+            if _const(sources, "start_index", 0) != 0:
+                _fail(f"{name} called with start_index {_const(sources, 'start_index', 0)}")
             self.mask_zero = bool(getattr(getattr(op, "token_embedding", op), "mask_zero",
                                           False))
             kind = "embedding" if isinstance(op, token_and_position) else "token"
@@ -306,9 +311,16 @@ class _Recognised:
             return self._attention(op, sources, name)
         if any(r[0] == "crossing" for r in reads):
             _fail(f"{name} reading an encoder output (only attention may)")
-        if not (isinstance(op, POSITION_WISE) or (not isinstance(op, keras.layers.Layer)
-                                                  and type(op).__name__ in POSITION_WISE_OPS)):
+        # Exact types (a subclass may do anything in its call), and activations of
+        # keras.activations only (a callable of one's own may mix positions).
+        if not (type(op) in POSITION_WISE or (not isinstance(op, keras.layers.Layer)
+                                              and type(op).__name__ in POSITION_WISE_OPS)):
             _fail(name)
+        activation = getattr(op, "activation", None)
+        if activation is not None and not getattr(activation, "__module__", "").startswith(
+                "keras.src.activations"):
+            _fail(f"{name} with the activation {getattr(activation, '__name__', activation)!r}"
+                  " (not one of keras.activations)")
         # The decoder's tensors are [batch, positions, features]: -1 and 2 are the same.
         if isinstance(op, keras.layers.LayerNormalization) and list(
                 tree.flatten(op.axis)) not in ([-1], [2]):
@@ -454,7 +466,11 @@ def _arguments(c: Call, values: dict) -> dict:
     def value(source):
         if isinstance(source, list):
             return [value(s) for s in source]
-        return source[1] if source[0] == "const" else values[source[1]]
+        if source[0] == "const":
+            return source[1]
+        # The decoder input and encoder tensors are read by the calls that use them
+        # (embedding, cached cross-attention), never as a value here.
+        return values[source[1]] if source[0] == "call" else None
 
     return {k: value(v) for k, v in c.sources.items() if k != "use_causal_mask"}
 

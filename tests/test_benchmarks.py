@@ -145,10 +145,9 @@ def test_variants_benchmark_compares_each_architecture_with_the_lstm(tmp_path):
         assert result["per_token_us"]["gru"][path] > 0
         assert result["per_token_us"]["transformer"][path] > 0
         assert result["vs_lstm"]["lstm"][path] == 1.0
-    # Every decode runs to its longest (the end token suppressed), the end included: 20
-    # steps after the start for the RNNs, 20 prefix positions (the start one of them)
-    # for the Transformer.
-    assert result["tokens"] == {"lstm": 21, "gru": 21, "lstm-luong": 21, "transformer": 20}
+    # Every decode runs to its longest (the end token suppressed): the 20 steps of
+    # benchmarks.synthetic's --max-output-length and of the Transformer's 20 positions.
+    assert result["tokens"] == {"lstm": 20, "gru": 20, "lstm-luong": 20, "transformer": 20}
     meta = json.loads((out / "transformer" / "artifact" / "artifact.json").read_text())
     assert meta["step"]["kind"] == "cached"
     paths = ("onnx", "onnx-fused", "tflite", "tflite-fused")
@@ -191,7 +190,7 @@ def test_scaling_benchmark_measures_each_path_in_its_own_process(tmp_path):
         assert points[path]["floor_us"] == pytest.approx(
             step.stat().st_size / result["read_bandwidth_bytes_per_s"] * 1e6)
     for p in points.values():
-        assert p["tokens"] == 21 and p["per_token_us"] > 0  # 20 tokens and the end
+        assert p["tokens"] == 20 and p["per_token_us"] > 0  # the end suppressed: 20 steps
     assert points["onnx"]["agrees_with_fp32"] == 1.0  # the fp32 decodes themselves
     assert points["keras-tf.function"]["agrees_with_fp32"] == 1.0  # Keras: fp32 parity
     rss = {k: p["peak_rss_bytes"] for k, p in points.items()}

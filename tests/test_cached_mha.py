@@ -30,14 +30,14 @@ def _vocab():
 
 
 def _model(vocab, value_dim=None, masked_decoder=False):
-    """The encoder: masked token-and-position embedding, a feed-forward block. The
-    decoder: Embedding(mask_zero) + PositionEmbedding, causal self-attention, cross-
-    attention, feed-forward, each with a residual and a LayerNormalization. Keras's
-    masks reach both attentions' queries and the cross-attention's value; the ``+``
-    after the cross-attention drops the decoder's (an op, not a layer), as Keras does.
-    Keras's own PositionEmbedding drops the Embedding's mask, so this decoder's
-    self-attention sees padding; ``masked_decoder``: a TokenAndPositionEmbedding,
-    which keeps it, so padding is masked there (query rows and keys)."""
+    """The encoder: masked token-and-position embedding, a feed-forward block (its
+    padding mask reaches the cross-attention's value). The decoder: Embedding(mask_zero)
+    + PositionEmbedding, causal self-attention, cross-attention, feed-forward, each
+    with a residual and a LayerNormalization. Keras's PositionEmbedding drops the
+    decoder's mask, so this self-attention attends padding; ``masked_decoder``: a
+    TokenAndPositionEmbedding keeps it, so the self-attention masks padding keys.
+    (The cross-attention's query gets no mask in either: the self-attention clears
+    it on its input, and an Add of a masked and an unmasked tensor has none.)"""
     import keras
     import keras_hub
     from keras import layers
