@@ -172,5 +172,5 @@ for pair in $GOLDEN; do
         *) echo "arm64-check: FAILED: unexpected Node summary for $art: $summary" >&2; exit 1 ;;
     esac
 done
-echo "arm64-check: passed: the golden cases of $cases artifacts (GRU, word-level, attention, int8, Transformer)" \
+echo "arm64-check: passed: the golden cases of $cases artifacts (GRU, word-level, attention, int8, Transformer prefix and cached)" \
      "replay on aarch64 identically in Python and in Node $NODE_VERSION"
