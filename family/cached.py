@@ -201,8 +201,8 @@ def locate_cached(parts: PrefixParts) -> CachedParts:
     for i, t in enumerate(parts.crossing):
         where[id(t)] = ("crossing", i)
     found = _Recognised(parts)
-    for j, (op, sources) in enumerate(_calls(parts.decoder_nodes, where)):
-        found.add(j, op, sources)
+    for op, sources in _calls(parts.decoder_nodes, where):
+        found.add(op, sources)
     return _with_masks(found.finish(where.get(id(parts.model.outputs[0]))))
 
 
@@ -286,7 +286,7 @@ class _Recognised:
         self.crosses: list[Attention] = []
         self.mask_zero = False
 
-    def add(self, j: int, op, sources: dict) -> None:
+    def add(self, op, sources: dict) -> None:
         token_and_position, position, decoder = self.hub
         name = _named(op)
         reads = [s for v in sources.values() for s in (v if isinstance(v, list) else [v])
