@@ -81,7 +81,7 @@ def _wait_for_shards(parts: Path, proc: subprocess.Popen, count: int) -> None:
     deadline = time.monotonic() + 120
     while len(list(parts.glob("shard-*.jsonl"))) < count and time.monotonic() < deadline:
         assert proc.poll() is None, f"finished before the kill: {proc.communicate()}"
-        time.sleep(0.02)
+        time.sleep(0.005)
 
 
 def test_a_killed_run_resumes_with_no_line_lost_or_duplicated(tiny_artifact, corpus,

@@ -54,7 +54,13 @@ def test_a_second_run_on_the_same_output_is_refused_at_once(tiny_artifact, sourc
     first = _start([str(tiny_artifact), str(source), "--out", str(out), "--shard-size", "50",
                     "--beam", "3", "--batch-size", "4"])
     _wait_for_shards(tmp_path / "out.txt.parts", first, 1)
-    second = _corpus(tiny_artifact, source, "--out", out, "--force", "--quiet")
+    # Paused while the second starts: on a fast machine the first run would
+    # otherwise finish (and free the lock) before the second one got to it.
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        second = _corpus(tiny_artifact, source, "--out", out, "--force", "--quiet")
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
     _refused(second, f"another run (pid {first.pid}) is writing this output")
     stdout, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr[-2000:]
