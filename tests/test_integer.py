@@ -154,6 +154,14 @@ def test_static_int8_onnx_is_batch_independent_and_within_the_gate(integer, kind
     fp32 = runtime.load(art, backend="onnx").translate(texts)
     model = runtime.load(art, backend="onnx", precision="int8-full")
     assert not model.backend.per_row
+    # Its encoder is integer too: built from the unrolled cells, since ONNX Runtime
+    # quantizes a fused LSTM op only dynamically (a static file would keep it float).
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(art / "encoder.int8-full.onnx")).graph.node}
+    assert not ops & {"LSTM", "GRU", "Loop", "Scan"} and "QLinearMatMul" in ops, ops
+    meta = read_json(art / "artifact.json")
+    assert meta.get("onnx_encoder_int8_full", meta["onnx_encoder"]) == "unrolled"
     batched = model.translate(texts, batch_size=len(texts))
     assert batched == [model.translate([t])[0] for t in texts]
     assert sum(a == b for a, b in zip(batched, fp32)) / len(texts) >= 0.97
@@ -195,3 +203,25 @@ def test_strict_refuses_a_flagged_variant_and_writes_nothing(tiny_run, tmp_path,
     assert (tmp_path / "lenient" / "artifact.json").exists()
     assert any("WARNING: tflite/int8" in line for line in logged)
 
+
+
+def test_onnx_int8_full_encoder_is_integer_where_fp32_has_the_fused_lstm_op(tiny_run,
+                                                                            tmp_path):
+    """The tiny model's fp32 ONNX encoder is one fused LSTM op, which ONNX Runtime's
+    static quantizer leaves float; the int8-full encoder is built from the unrolled
+    cells instead, every matrix product quantized, and answers as a batch."""
+    import onnx
+
+    out = tmp_path / "art"
+    done = run_module("export", str(tiny_run / "model.keras"), "--out", str(out),
+                      "--formats", "onnx", "--quantize", "int8-full", "--no-fused")
+    assert done.returncode == 0, done.stderr[-2000:]
+    meta = read_json(out / "artifact.json")
+    assert meta["onnx_encoder"] == "dynamic" and meta["onnx_encoder_int8_full"] == "unrolled"
+    ops = {n.op_type for n in onnx.load(str(out / "encoder.int8-full.onnx")).graph.node}
+    assert "LSTM" not in ops and "QLinearMatMul" in ops, ops
+    assert not (out / "encoder.unrolled.onnx").exists()
+    texts = [line.split("\t")[0] for line in
+             (tiny_run / "heldout.tsv").read_text(encoding="utf-8").splitlines()[:30]]
+    model = runtime.load(out, backend="onnx", precision="int8-full")
+    assert model.translate(texts, batch_size=30) == [model.translate([t])[0] for t in texts]
