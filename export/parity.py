@@ -1,7 +1,9 @@
 """Proof that the exported graphs give Keras's answers.
 
 Per graph and output: max abs difference against Keras on random inputs, real
-inputs and one input of every length (fp32 atol 1e-5). Then whole greedy
+inputs and one input of every length (fp32 atol 1e-5, or where a long recurrence
+amplifies float32's rounding, a small multiple of Keras's own error against a
+float64 copy of the model, never more than 1e-3). Then whole greedy
 decodes through the runtime, as an app would load the artifact, against the
 Keras reference decoder: the strings must be identical. Quantized variants are
 held to agreement with fp32 and judged by their quality against the truth. Beam
@@ -20,6 +22,15 @@ from runtime.metadata import FILE_FORMATS, load_config
 from family.reference import ReferenceDecoder
 
 ATOL = 1e-5
+# A trained LSTM's cell state is not squashed, and its recurrence can amplify
+# float32's rounding over a long input: Keras's own float32 encoder then lies
+# 1e-5 or more from the same model computed in float64 (measured: 1.2e-5 on a
+# 64-unit encoder whose recurrent weights were scaled up). The exported graphs round
+# differently (other kernels, other summation orders), so they may differ from
+# Keras by this many times Keras's own float32 error, but never by more than
+# MAX_ATOL: a copy of the model that went wrong cannot loosen the bound past it.
+NOISE_FACTOR = 10
+MAX_ATOL = 1e-3
 MIN_AGREEMENT = 0.99
 # Where the right answers are known, a quantized variant may lose at most this much
 # exact match against them (absolute) before export warns.
@@ -95,15 +106,20 @@ def graph_checks(directory: Path, variant: tuple[str, str], reference: Reference
     names = [s.name for s in config.state]
     memory = list(config.attention.memory_names) if config.attention else []
 
-    def note(key, got, want):
+    exact = reference.float64()
+    noise: dict[str, float] = {}  # Keras's own float32 error, against float64
+
+    def note(key, got, want, truth=None):
         worst[key] = max(worst.get(key, 0.0), float(np.max(np.abs(got - want))))
+        if truth is not None:
+            noise[key] = max(noise.get(key, 0.0), float(np.max(np.abs(want - truth))))
 
     for ids in (_random_inputs(vocab, rng), vocab.encode_inputs(texts[:32]),
                 _every_length(vocab, rng)):
         want_state = reference.encode(ids)
-        for name, got, want in zip(names + memory, backend.encode(ids), want_state,
-                                   strict=True):
-            note(f"encoder.{name}", got, want)
+        for name, got, want, truth in zip(names + memory, backend.encode(ids), want_state,
+                                          exact.encode(ids), strict=True):
+            note(f"encoder.{name}", got, want, truth)
         batch = len(ids)
         starts = [(np.full(batch, vocab.start_id, np.int32), want_state),
                   (rng.integers(0, vocab.target_size, batch, dtype=np.int32),
@@ -112,11 +128,12 @@ def graph_checks(directory: Path, variant: tuple[str, str], reference: Reference
         for token, state in starts:
             want_p, want_state2, want_w = reference.step(token, state)
             got_p, got_state2, got_next, got_w = backend.step(token, state)
-            note("decoder_step.probs", got_p, want_p)
+            true_p, true_state2, true_w = exact.step(token, state)
+            note("decoder_step.probs", got_p, want_p, true_p)
             if want_w is not None:
-                note("decoder_step.attention", got_w, want_w)
-            for name, got, want in zip(names, got_state2, want_state2):
-                note(f"decoder_step.{name}_out", got, want)
+                note("decoder_step.attention", got_w, want_w, true_w)
+            for name, got, want, truth in zip(names, got_state2, want_state2, true_state2):
+                note(f"decoder_step.{name}_out", got, want, truth)
             top2 = np.sort(want_p, axis=1)[:, -2:]
             clear = top2[:, 1] - top2[:, 0] > 1e-4  # ignore near-ties
             mismatch = (got_next != want_p.argmax(axis=1)) & clear
@@ -125,10 +142,21 @@ def graph_checks(directory: Path, variant: tuple[str, str], reference: Reference
     name = f"{fmt}/{precision}"
     checks = []
     for key, value in worst.items():
-        bound = "== 0 mismatches" if key.endswith("next_token") else f"<= {ATOL:g}"
-        ok = value == 0 if key.endswith("next_token") else value <= ATOL
-        checks.append(Check(name, key, value, bound, ok))
+        if key.endswith("next_token"):
+            checks.append(Check(name, key, value, "== 0 mismatches", value == 0))
+            continue
+        atol = allowed(noise[key])
+        bound = f"<= {atol:.2g}" + (f" ({NOISE_FACTOR}x Keras's own float32 error, "
+                                    f"{noise[key]:.2g})" if atol > ATOL else "")
+        checks.append(Check(name, key, value, bound, value <= atol))
     return checks
+
+
+def allowed(keras_error: float) -> float:
+    """The bound on an exported fp32 output whose Keras float32 value lies
+    ``keras_error`` from the float64 truth: ``ATOL``, or ``NOISE_FACTOR`` times that
+    error where it is larger, at most ``MAX_ATOL``."""
+    return min(MAX_ATOL, max(ATOL, NOISE_FACTOR * keras_error))
 
 
 def decode_checks(directory: Path, variants: list[tuple[str, str]],

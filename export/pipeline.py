@@ -171,7 +171,8 @@ def _versions() -> dict:
     return out
 
 
-def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("onnx", "tflite"),
+def export_artifact(model_path: str | Path, vocab: Vocabulary, out: str | Path,
+                    formats=("onnx", "tflite"),
                     quantize=(), opset: int = convert.DEFAULT_OPSET,
                     texts: list[str] | None = None, force: bool = False,
                     fused: bool = True, tflite_encoder: str = "auto",
@@ -185,6 +186,7 @@ def export_artifact(model_path: Path, vocab: Vocabulary, out: Path, formats=("on
     quality is reported. ``calibration``: (texts, targets or None, where from) for
     int8-full, best disjoint from ``texts`` (``calibration_pairs``). ``step``: see
     ``ExportOptions``."""
+    model_path, out = Path(model_path), Path(out)
     options = ExportOptions(tuple(formats), tuple(quantize), opset, fused, tflite_encoder,
                             ort, strict, step).validate()
     outdir.check_target(out, METADATA_FILE, force)
@@ -578,7 +580,8 @@ def prove(staging: Path, metadata: dict, model, vocab: Vocabulary, texts: list[s
             shown = f"{c.value:.1%}" if 0 <= c.value <= 1 else f"{c.value:.4g}"
             log(f"WARNING: {c.variant}: {c.what} holds for only {shown} "
                 f"(bound {c.bound})", flush=True)
-    metadata["parity"] = {"atol": parity.ATOL, "inputs": len(texts),
+    metadata["parity"] = {"atol": parity.ATOL, "noise_factor": parity.NOISE_FACTOR,
+                          "max_atol": parity.MAX_ATOL, "inputs": len(texts),
                           "checks": parity.as_json(checks), "passed": True}
     return checks
 

@@ -5,6 +5,7 @@ Export's parity checks and the benchmarks compare everything against it.
 """
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import keras
@@ -37,6 +38,35 @@ def _attention_with_scores(layer, inputs, mask):
     out = clone(inputs, mask=mask, return_attention_scores=True)
     clone.set_weights(layer.get_weights())
     return out
+
+
+def _in_float64(config):
+    """A Keras model config with every float32 (layer policies, inputs) made float64."""
+    if isinstance(config, dict):
+        return {k: _in_float64(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_in_float64(v) for v in config]
+    return "float64" if config == "float32" else config
+
+
+def float64_twin(model: keras.Model) -> keras.Model:
+    """A copy of the functional ``model`` that computes in float64 with the same
+    weights: Keras's answers without float32's rounding. How far Keras's own
+    float32 answers lie from it measures how much rounding this model's recurrence
+    amplifies, which export's parity bound allows the exported graphs as well."""
+    # The model's own classes by name: a Keras 2 file's layers are adapted ones
+    # (export.legacy) that a bare from_config cannot find.
+    classes = {type(layer).__name__: type(layer)
+               for layer in model._flatten_layers(include_self=False, recursive=True)}
+    twin = keras.Model.from_config(_in_float64(model.get_config()), custom_objects=classes)
+    weights = model.get_weights()
+    if len(twin.weights) != len(weights):
+        raise RuntimeError(f"the float64 copy of {model.name} has {len(twin.weights)} "
+                           f"weights, the model {len(weights)}")
+    twin.set_weights([np.asarray(w, np.float64) if np.issubdtype(np.asarray(w).dtype,
+                                                                 np.floating) else w
+                      for w in weights])
+    return twin
 
 
 class ReferenceDecoder:
@@ -92,6 +122,17 @@ class ReferenceDecoder:
             out = keras.layers.Softmax()(out)
         self.decoder = keras.Model([token, *state_in], [out, *state_out, *weights],
                                    name="reference_decoder_step")
+
+    def float64(self) -> "ReferenceDecoder":
+        """This reference computing in float64 (``float64_twin`` of its encoder and step
+        models); made once. Its ``encode`` and ``step`` return float64 arrays."""
+        if getattr(self, "_float64", None) is None:
+            twin = copy.copy(self)
+            twin.encoder = float64_twin(self.encoder)
+            twin.decoder = float64_twin(self.decoder)
+            twin._float64 = twin
+            self._float64 = twin
+        return self._float64
 
     # Two ways of calling a Keras model, kept so the benchmarks can compare them.
     def _run(self, model, inputs, mode: str) -> list[np.ndarray]:
