@@ -11,6 +11,7 @@ import tensorflow as tf
 from runtime.embedded import CONTRACT_KEY
 
 from .errors import ConversionError
+from .formats import STATIC
 
 DEFAULT_OPSET = 17
 
@@ -69,7 +70,8 @@ def to_tflite(fn, path: Path, precision: str = "fp32",
     """Convert the ``tf.function`` ``fn`` to a TFLite file at ``path``, builtin ops only,
     with ``metadata`` entries added: ``precision`` "int8" is dynamic-range, "fp16" float16
     weights, "int8-full" full-integer with the ranges measured on ``calibration`` (a
-    list of input dicts, one call each), any other value fp32. Raises ConversionError
+    list of input dicts, one call each), "int8-io" the same with int8 inputs and
+    outputs where they were float, any other value fp32. Raises ConversionError
     when the converter fails."""
     module = tf.Module()
     module.fn = fn  # a trackable owner gives the file a signature with named tensors
@@ -81,7 +83,7 @@ def to_tflite(fn, path: Path, precision: str = "fp32",
     elif precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif precision == "int8-full":
+    elif precision in STATIC:
         if not calibration:
             raise ConversionError(f"{path.name}: full-integer conversion needs calibration "
                                   "inputs")
@@ -89,6 +91,9 @@ def to_tflite(fn, path: Path, precision: str = "fp32",
         # Only int8 kernels: the converter fails rather than leave a float op.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.representative_dataset = lambda: iter(calibration)
+        if precision == "int8-io":  # float inputs and outputs become int8 (ids stay int32)
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
     try:
         with _quiet():
             data = converter.convert()

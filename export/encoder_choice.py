@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import convert, opguard
+from .formats import STATIC
 from .graphs import ENCODER_STYLES, GraphBuilder
 from .parity import fastest
 
@@ -61,7 +62,7 @@ def write_encoder(builder: GraphBuilder, directory: Path, file: str, precision: 
     if style == "auto":
         # Full-integer: unrolled only. The converter's calibration crashes the process
         # (a segmentation fault, measured with TF 2.21) on the cell in a WHILE.
-        loop_ok = builder.loopable and precision != "int8-full"
+        loop_ok = builder.loopable and precision not in STATIC
         styles = ENCODER_STYLES if loop_ok else ("unrolled",)
     else:
         styles = (style,)

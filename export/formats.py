@@ -6,5 +6,10 @@ FORMATS = ("onnx", "tflite")  # file formats converted from Keras (ORT files com
 # calibrated activation scales: full-integer TFLite (float only where a graph or
 # loop hands data over), the form NPU and DSP delegates run, and on ONNX Runtime
 # int8 kernels with fixed scales, so answers never depend on the batch.
-QUANTIZE = ("int8", "fp16", "int8-full")
-TFLITE_ONLY = ("fp16",)
+# "int8-io" is int8-full with integer inputs and outputs as well (TFLite only): the
+# state, memory and probabilities cross the file's boundary as int8, their scales
+# and zero points in artifact.json, and the runtime quantizes and dequantizes them
+# there; token ids stay int32. It is for delegates that take no float tensors.
+QUANTIZE = ("int8", "fp16", "int8-full", "int8-io")
+TFLITE_ONLY = ("fp16", "int8-io")
+STATIC = ("int8-full", "int8-io")  # calibrated on the export's own inputs

@@ -7,7 +7,8 @@ body too) and refuses any float arithmetic: a float tensor may exist only where 
 graph or a loop hands data over (a subgraph's inputs and outputs, a control-flow
 op's operands), and the only ops touching one are the ``QUANTIZE``,
 ``DEQUANTIZE`` and ``CAST`` (an attention mask) at that boundary and the
-control-flow op itself."""
+control-flow op itself; and a mask CAST from the ids that only a QUANTIZE reads. An int8-io file has no float input or output at all
+(``integer_boundary``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -83,6 +84,7 @@ def float_ops(data: bytes) -> list[str]:
             if names.get(c) in CONTROL_FLOW:
                 handed |= set(op.inputs) | set(op.outputs)
         label = (sg.name or b"").decode() or "main"
+        handed |= _cast_then_quantized(sg, code, names, floats)
         for op, c in zip(sg.operators, code):
             name = names.get(c, str(c))
             touched = [i for i in list(op.inputs) + list(op.outputs)
@@ -95,6 +97,47 @@ def float_ops(data: bytes) -> list[str]:
             found.append(f"subgraph {label}: {name} on float tensor "
                          f"{(tensor.name or b'').decode()!r}")
     return found
+
+
+def _cast_then_quantized(sg, code, names, floats) -> set[int]:
+    """Float tensors that a CAST makes from integer tensors and only QUANTIZE ops
+    read: a 0/1 mask made from the token ids and turned straight to int8 (an int8-io
+    encoder's ``memory_mask``). No float arithmetic touches them."""
+    made_by, read_by = {}, {}
+    for op, c in zip(sg.operators, code):
+        for i in op.outputs:
+            made_by[i] = (names.get(c), op)
+        for i in op.inputs:
+            read_by.setdefault(i, []).append(names.get(c))
+    found = set()
+    for i, (name, op) in made_by.items():
+        if name == "CAST" and i >= 0 and sg.tensors[i].type in floats and \
+                all(sg.tensors[j].type not in floats for j in op.inputs if j >= 0) and \
+                read_by.get(i) and set(read_by[i]) == {"QUANTIZE"}:
+            found.add(i)
+    return found
+
+
+def integer_boundary(path: Path) -> tuple[tuple[str, float, int], ...]:
+    """An int8-io file's quantized inputs and outputs, by signature name: ``(name,
+    scale, zero_point)`` each, read from the file's own tensors. Raises OpGuardError
+    if any input or output is still float (the variant promises none)."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    found, floating = [], []
+    for details in (runner.get_input_details(), runner.get_output_details()):
+        for name, d in sorted(details.items()):
+            if np.issubdtype(d["dtype"], np.floating):
+                floating.append(name)
+            elif d["dtype"] == np.int8:
+                scale, zero = d["quantization"]
+                found.append((name, float(scale), int(zero)))
+    if floating:
+        raise OpGuardError(f"{path.name} has float inputs or outputs, not int8: "
+                           f"{', '.join(floating)}")
+    return tuple(found)
 
 
 # TF's quantizer is not deterministic: converting the same graph on the same
@@ -111,13 +154,17 @@ def convert_guarded(make_fn, path: Path, precision: str, metadata, calibration,
     integer mode, converting again up to ``INTEGER_TRIES`` times); returns its op
     names, raises OpGuardError with the last refusal."""
     from . import convert
+    from .formats import STATIC
 
-    tries = INTEGER_TRIES if precision == "int8-full" else 1
+    tries = INTEGER_TRIES if precision in STATIC else 1
     for attempt in range(1, tries + 1):
         fn = make_fn()
         convert.to_tflite(fn, path, precision, metadata, calibration)
         try:
-            return check_tflite(path, allow_while, integer=precision == "int8-full")
+            ops = check_tflite(path, allow_while, integer=precision in STATIC)
+            if precision == "int8-io":
+                integer_boundary(path)
+            return ops
         except OpGuardError as e:
             if attempt == tries:
                 raise

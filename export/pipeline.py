@@ -20,7 +20,7 @@ from runtime import atomic as outdir
 
 from . import convert, encoder_choice, opguard, parity
 from .errors import OpGuardError, ParityError
-from .formats import FORMATS, QUANTIZE, TFLITE_ONLY
+from .formats import FORMATS, QUANTIZE, STATIC, TFLITE_ONLY
 
 
 
@@ -233,8 +233,9 @@ class ExportOptions:
     # File formats: "onnx" and/or "tflite".
     formats: tuple[str, ...] = ("onnx", "tflite")
     # Quantized variants besides fp32: "int8" (both formats, dynamic-range), "fp16"
-    # (TFLite only) and "int8-full" (both formats; static int8, calibrated: see
-    # export/calibration.py).
+    # (TFLite only), "int8-full" (both formats; static int8, calibrated: see
+    # export/calibration.py) and "int8-io" (TFLite only: int8-full with int8 inputs
+    # and outputs, their scales in artifact.json).
     quantize: tuple[str, ...] = ()
     # The ONNX opset the graphs are converted to.
     opset: int = convert.DEFAULT_OPSET
@@ -274,7 +275,7 @@ class ExportOptions:
         if self.tflite_encoder not in encoder_choice.CHOICES:
             raise InputError(f"TFLite encoder form must be one of {encoder_choice.CHOICES}, "
                              f"got {self.tflite_encoder!r}")
-        if self.tflite_encoder == "loop" and "int8-full" in self.quantize and \
+        if self.tflite_encoder == "loop" and set(STATIC) & set(self.quantize) and \
                 "tflite" in self.formats:  # the form of a TFLite file only
             raise InputError("the looped TFLite encoder cannot be full-integer (TF's "
                              "calibration crashes on it): use --tflite-encoder auto or "
@@ -345,14 +346,15 @@ class _Graphs:
         path = self.staging / file
         inputs, outputs = self.io[name]
         kernels = "xnnpack"
-        if fmt == "tflite" and precision == "int8-full":
+        if fmt == "tflite" and precision in STATIC:
             refusal = opguard.xnnpack_refusal(path)
             if refusal:
                 kernels = "builtin"
                 (log or print)(f"  {file}: XNNPACK cannot run it ({refusal}); recorded to "
                                "run on LiteRT's own kernels", flush=True)
+        quantized = opguard.integer_boundary(path) if precision == "int8-io" else ()
         return GraphFile(name, fmt, precision, file, sha256_file(path), path.stat().st_size,
-                         tuple(inputs), tuple(outputs), kernels)
+                         tuple(inputs), tuple(outputs), kernels, quantized)
 
 
 def _tflite_file(name: str, precision: str) -> str:
@@ -416,8 +418,8 @@ def write_tflite(g: _Graphs, options: ExportOptions, log) -> tuple[list[GraphFil
 
     def calibration(precision: str, graph: str):
         # Set per conversion: tf.functions are traced when converted (see GraphBuilder).
-        g.builder.first_step_shortcut = precision != "int8-full"
-        return getattr(g.calibration, graph) if precision == "int8-full" else None
+        g.builder.first_step_shortcut = precision not in STATIC
+        return getattr(g.calibration, graph) if precision in STATIC else None
 
     for precision in options.tflite_precisions:
         file = _tflite_file("encoder", precision)
@@ -440,6 +442,10 @@ def write_tflite(g: _Graphs, options: ExportOptions, log) -> tuple[list[GraphFil
         entries.append(g.entry("decoder_step", "tflite", precision, file, log))
     for precision in options.tflite_precisions if options.fused else ():
         file = _tflite_file("greedy", precision)
+        if precision == "int8-io":  # ids in, ids out: it would be int8-full's file
+            g.skipped["tflite/int8-io greedy"] = ("a fused graph takes and returns token "
+                                                  "ids only: int8-full's is the same file")
+            continue
         log(f"converting the fused greedy decode to TFLite ({precision})", flush=True)
         style = encoder_forms[precision]["style"]
         try:
@@ -447,7 +453,7 @@ def write_tflite(g: _Graphs, options: ExportOptions, log) -> tuple[list[GraphFil
                                     precision, g.tflite_props("greedy"),
                                     calibration(precision, "fused"), True, log)
         except OpGuardError as e:
-            if precision != "int8-full":
+            if precision not in STATIC:
                 raise
             (g.staging / file).unlink()
             g.skipped[f"tflite/{precision} greedy"] = str(e)
@@ -631,7 +637,7 @@ def build(model, source: dict, vocab: Vocabulary, out: Path, options: ExportOpti
                              f" layer(s), bidirectional {parts.encoder[0].bidirectional} (use "
                              "--tflite-encoder auto or unrolled)")
         started = time.monotonic()
-        if "int8-full" in options.quantize:
+        if set(STATIC) & set(options.quantize):
             g.calibration = _calibrate(g, vocab, texts, targets, calibration, log)
         entries, notes = write_graphs(g, options, log)
         metadata = _metadata(g, options, entries, notes, source)
@@ -752,7 +758,7 @@ def run(args) -> int:
         texts_path = model_path.parent / HELDOUT_FILE
     texts, targets = check_pairs(vocab, texts_path, args.check_samples)
     calibration = None
-    if "int8-full" in args.quantize:
+    if set(STATIC) & set(args.quantize):
         calibration = calibration_pairs(vocab, texts_path, texts, args.calibration_inputs)
     result = export_artifact(model_path, vocab, out, args.formats, args.quantize, args.opset,
                              texts, args.force, fused=not args.no_fused,

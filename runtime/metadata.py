@@ -138,7 +138,7 @@ class GraphFile:
     """One model file of the artifact, as ``artifact.json``'s ``graphs`` list records it."""
     name: str  # "encoder", "decoder_step" or "greedy"
     format: str  # "onnx", "ort" or "tflite"
-    precision: str  # "fp32", "int8", "fp16" or "int8-full"
+    precision: str  # "fp32", "int8", "fp16", "int8-full" or "int8-io"
     file: str  # relative to the artifact directory
     sha256: str
     bytes: int
@@ -147,6 +147,9 @@ class GraphFile:
     # TFLite: "xnnpack" (LiteRT's default CPU delegate) or "builtin" (LiteRT's own
     # kernels, for a file export found XNNPACK cannot prepare).
     kernels: str = "xnnpack"
+    # int8-io: the inputs and outputs that cross the file's boundary as int8, each
+    # ``(name, scale, zero_point)`` (real = scale * (q - zero_point)).
+    quantized: tuple[tuple[str, float, int], ...] = ()
 
     def to_dict(self) -> dict:
         """The entry of ``artifact.json``'s ``graphs`` list (what ``load_config`` reads)."""
@@ -155,10 +158,44 @@ class GraphFile:
                "inputs": list(self.inputs), "outputs": list(self.outputs)}
         if self.kernels != "xnnpack":
             out["kernels"] = self.kernels
+        if self.quantized:
+            out["int8_io"] = {n: {"scale": s, "zero_point": z} for n, s, z in self.quantized}
         return out
 
 
 KERNELS = ("xnnpack", "builtin")
+
+
+def _quantized(entry: dict) -> tuple[tuple[str, float, int], ...]:
+    """A graph entry's ``int8_io`` (``{name: {scale, zero_point}}``), checked: only an
+    int8-io graph has it, and it must; names among the graph's inputs and outputs,
+    scales positive and finite, zero points int8."""
+    given = entry.get("int8_io")
+    file = entry.get("file")
+    if (given is not None) != (entry.get("precision") == "int8-io"):
+        raise ValueError(f"graph {file!r}: int8_io is recorded for int8-io graphs only, "
+                         "and must be for them")
+    if given is None:
+        return ()
+    if not isinstance(given, dict) or not given:
+        raise ValueError(f"graph {file!r}: int8_io must be a non-empty object")
+    names = set(entry.get("inputs", [])) | set(entry.get("outputs", []))
+    out = []
+    for name, q in given.items():
+        if name not in names:
+            raise ValueError(f"graph {file!r}: int8_io names {name!r}, not one of its "
+                             "inputs or outputs")
+        scale = q.get("scale") if isinstance(q, dict) else None
+        zero = q.get("zero_point") if isinstance(q, dict) else None
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or \
+                not 0 < scale < float("inf"):
+            raise ValueError(f"graph {file!r}: int8_io {name!r} scale must be a positive "
+                             f"number, got {scale!r}")
+        if isinstance(zero, bool) or not isinstance(zero, int) or not -128 <= zero <= 127:
+            raise ValueError(f"graph {file!r}: int8_io {name!r} zero_point must be an "
+                             f"integer from -128 to 127, got {zero!r}")
+        out.append((name, float(scale), zero))
+    return tuple(out)
 
 
 def _kernels(entry: dict) -> str:
@@ -300,7 +337,8 @@ def load_config(directory: str | Path, unproven: bool = False) -> ArtifactConfig
             GraphFile(name=g["name"], format=g["format"], precision=g["precision"],
                       file=_safe_relative(directory, g["file"]), sha256=g["sha256"],
                       bytes=int(g["bytes"]), inputs=tuple(g["inputs"]),
-                      outputs=tuple(g["outputs"]), kernels=_kernels(g))
+                      outputs=tuple(g["outputs"]), kernels=_kernels(g),
+                      quantized=_quantized(g))
             for g in d["graphs"])
         greedy_path = dict(d.get("greedy_path") or {})
         attention = None

@@ -14,7 +14,9 @@ from .errors import ArtifactError, BackendError, InputError
 from .metadata import FILE_FORMATS, GREEDY_PATHS, ArtifactConfig, load_config, read_graph
 from .vocab import Vocabulary
 
-PRECISIONS = ("fp32", "int8", "fp16", "int8-full")  # int8-full: full-integer TFLite
+# int8-full: full-integer graphs (float at the boundary); int8-io: full-integer TFLite
+# with int8 inputs and outputs, quantized and dequantized by the backend.
+PRECISIONS = ("fp32", "int8", "fp16", "int8-full", "int8-io")
 
 
 class Seq2SeqModel:
@@ -218,6 +220,8 @@ def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",
     # ONNX int8 graphs quantize activations per batch: run them a row at a time.
     builtin = frozenset(name for name in blobs
                         if config.graph(fmt, precision, name).kernels == "builtin")
+    quantized = {name: config.graph(fmt, precision, name).quantized for name in blobs}
     impl = create(backend, blobs, device, threads,
-                  per_row=backend == "onnx" and precision == "int8", builtin=builtin)
+                  per_row=backend == "onnx" and precision == "int8", builtin=builtin,
+                  quantized={k: v for k, v in quantized.items() if v})
     return Seq2SeqModel(config, impl, precision, fused)

@@ -23,7 +23,8 @@ def _distinct_inputs(path) -> list[str]:
 def _interpreter_float_ops(path) -> list[str]:
     """Ops of the file's main graph that compute on a float tensor, as the LiteRT
     interpreter (no delegates) reports them; QUANTIZE (or a CAST) may read a float
-    graph input, DEQUANTIZE (or a CAST) write a float graph output or loop operand."""
+    graph input, DEQUANTIZE (or a CAST) write a float graph output or loop operand;
+    a CAST of integers to a float mask may feed QUANTIZE ops only."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     it = Interpreter(model_path=str(path),
@@ -38,6 +39,16 @@ def _interpreter_float_ops(path) -> list[str]:
     def is_float(i):
         return i in tensors and tensors[i]["dtype"].__name__.startswith("float")
 
+    # int8-io: a CAST of the ids to a float mask that only a QUANTIZE reads.
+    readers: dict[int, set] = {}
+    for op in ops:
+        for i in op["inputs"]:
+            readers.setdefault(i, set()).add(op["op_name"])
+    mask = {o for op in ops if op["op_name"] == "CAST"
+            and not any(is_float(i) for i in op["inputs"])
+            for o in op["outputs"] if is_float(o) and readers.get(o) == {"QUANTIZE"}}
+    graph_in |= mask
+    graph_out |= mask
     bad = []
     for op in ops:
         name, ins, outs = op["op_name"], list(op["inputs"]), list(op["outputs"])
@@ -57,7 +68,8 @@ def _interpreter_float_ops(path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def integer(learned, tmp_path_factory):
-    """``integer(kind)``: (artifact with fp32 and int8-full TFLite, its run directory)."""
+    """``integer(kind)``: (artifact with fp32, int8-full and int8-io TFLite, its run
+    directory)."""
     made = {}
 
     def get(kind):
@@ -65,7 +77,7 @@ def integer(learned, tmp_path_factory):
             run = learned(kind)[0].parent
             out = tmp_path_factory.mktemp("integer") / kind
             done = run_module("export", str(run / "model.keras"), "--out", str(out),
-                              "--quantize", "int8-full",
+                              "--quantize", "int8-full,int8-io",
                               "--check-samples", str(CHECKS),
                               "--calibration-inputs", str(CALIBRATION), timeout=900)
             assert done.returncode == 0, done.stderr[-3000:]
@@ -138,6 +150,110 @@ def test_full_integer_decodes_within_the_gate(integer, kind):
     # Beam search runs on it too, and its answers are real outputs.
     beams = step.translate(texts[:20], beam_size=4)
     assert sum(b in pairs[t] for b, t in zip(beams, texts)) >= 0.8 * 20
+
+
+def _io_details(path) -> dict:
+    """The file's signature inputs and outputs as LiteRT reads them: name -> (dtype
+    name, (scale, zero point))."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    return {n: (d["dtype"].__name__, tuple(d["quantization"]))
+            for details in (runner.get_input_details(), runner.get_output_details())
+            for n, d in details.items()}
+
+
+@pytest.mark.parametrize("kind", ["plain", "attention"])
+def test_int8_io_files_take_and_give_int8_and_the_artifact_records_their_scales(integer,
+                                                                                kind):
+    """--quantize int8-io: encoder and step have no float input or output (token ids
+    stay int32), no float op inside, and artifact.json's scales and zero points are
+    the file's own, as LiteRT reads them; no fused graph (ids in and out: it would
+    be int8-full's), and artifact.json says so."""
+    art, _ = integer(kind)
+    meta = read_json(art / "artifact.json")
+    graphs = {g["name"]: g for g in meta["graphs"] if g["precision"] == "int8-io"}
+    assert sorted(graphs) == ["decoder_step", "encoder"]
+    assert "int8-full's" in meta["not_written"]["tflite/int8-io greedy"]
+    for name, g in graphs.items():
+        path = art / g["file"]
+        assert _interpreter_float_ops(path) == [], name
+        io = _io_details(path)
+        assert {dtype for dtype, _ in io.values()} <= {"int8", "int32"}, io
+        int8 = {n: q for n, (dtype, q) in io.items() if dtype == "int8"}
+        assert "probs" in int8 or name == "encoder"
+        recorded = {n: (q["scale"], q["zero_point"]) for n, q in g["int8_io"].items()}
+        assert recorded.keys() == int8.keys()
+        for n, (scale, zero) in int8.items():
+            assert recorded[n] == (pytest.approx(scale, rel=1e-6), zero), n
+
+
+@pytest.mark.parametrize("kind", ["plain", "attention"])
+def test_int8_io_decodes_within_the_gate(integer, kind):
+    """The runtime quantizes the state at the int8-io file's boundary and
+    dequantizes what comes back: on held-out inputs the calibration did not see,
+    its greedy agrees with fp32 (Keras's answers) on at least 97%, loses at most 2
+    points of exact match against the truth, and beam search runs on it; the
+    figure export recorded is the one measured here."""
+    art, run = integer(kind)
+    meta = read_json(art / "artifact.json")
+    pairs = {}
+    for line in (run / "heldout.tsv").read_text(encoding="utf-8").splitlines():
+        text, truth = line.split("\t")[:2]
+        pairs.setdefault(text, set()).add(truth)
+    texts = list(pairs)[:CHECKS]
+
+    def hits(out):
+        return sum(o in pairs[t] for o, t in zip(out, texts)) / len(texts)
+
+    fp32 = runtime.load(art, backend="tflite", greedy="step").translate(texts)
+    model = runtime.load(art, backend="tflite", precision="int8-io")
+    out = model.translate(texts)
+    assert sum(a == b for a, b in zip(out, fp32)) / len(texts) >= 0.97
+    assert hits(out) >= hits(fp32) - 0.02, (hits(out), hits(fp32))
+    assert meta["accuracy"]["exact_match"]["tflite/int8-io"] == pytest.approx(hits(out))
+    beams = model.translate(texts[:20], beam_size=4)
+    assert sum(b in pairs[t] for b, t in zip(beams, texts)) >= 0.8 * 20
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda g: g["int8_io"]["probs"].update(scale=g["int8_io"]["probs"]["scale"] * 2),
+     "in the file"),
+    (lambda g: g["int8_io"].pop("probs"), "records no scale"),
+    (lambda g: g.pop("int8_io"), "int8_io is recorded for int8-io graphs only"),
+    (lambda g: g["int8_io"]["probs"].update(zero_point=300), "zero_point must be"),
+    (lambda g: g["int8_io"]["probs"].update(scale=-1.0), "scale must be a positive"),
+    (lambda g: g["int8_io"].update(nonsense={"scale": 1.0, "zero_point": 0}),
+     "not one of its inputs or outputs"),
+])
+def test_int8_io_scales_that_disagree_with_the_file_are_refused(integer, tmp_path, edit,
+                                                                 message):
+    """A scale or zero point in artifact.json that is not the file's own, missing
+    or malformed, is refused when the artifact loads, with an ArtifactError that
+    names it; the ONNX backend has no int8-io variant to load."""
+    import json
+    import shutil
+
+    from runtime.errors import ArtifactError
+
+    art, _ = integer("plain")
+    copy = tmp_path / "art"
+    shutil.copytree(art, copy)
+    meta = read_json(copy / "artifact.json")
+    step = next(g for g in meta["graphs"]
+                if g["precision"] == "int8-io" and g["name"] == "decoder_step")
+    edit(step)
+    (copy / "artifact.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(ArtifactError, match=message):
+        runtime.load(copy, backend="tflite", precision="int8-io").translate(["x"])
+    with pytest.raises(ArtifactError, match="no onnx int8-io"):
+        runtime.load(art, precision="int8-io")
+
+
+def test_int8_io_is_a_tflite_variant(tiny_run):
+    done = run_module("export", str(tiny_run / "model.keras"), "--formats", "onnx",
+                      "--quantize", "int8-io")
+    assert done.returncode == 2 and "needs the tflite format" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("kind", ["plain", "attention"])

@@ -316,6 +316,16 @@ def test_node_cli_gives_python_cli_verdicts_on_hostile_input(tiny_artifact, held
     assert "bytes" not in node.stderr  # it never opened a file it should not
 
 
+def test_node_refuses_the_tflite_only_variants_by_name(tiny_artifact):
+    """fp16 and int8-io are TFLite files; the JavaScript runtime runs the ONNX ones,
+    and says so rather than failing on a missing graph."""
+    _need_node()
+    for precision in ("int8-io", "fp16"):
+        done = _node(str(tiny_artifact), "--precision", precision, stdin="x\n")
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("error: ") and "is a TFLite variant" in done.stderr
+
+
 def test_node_help_names_every_option():
     _need_node()
     done = _node("--help")

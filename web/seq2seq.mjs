@@ -16,6 +16,8 @@ export { Seq2SeqError, Vocabulary };
 
 export const MAX_BEAM = 256;  // runtime.decoding.MAX_BEAM
 const PRECISIONS = ["fp32", "int8", "fp16", "int8-full"];
+// TFLite-only variants: this runtime runs the ONNX files.
+const TFLITE_ONLY = { fp16: "float16 weights", "int8-io": "int8 inputs and outputs" };
 const GREEDY = ["auto", "step", "fused"];
 const FLOOR = Math.fround(1e-30);
 
@@ -28,6 +30,8 @@ const show = (v) => (typeof v === "string" ? JSON.stringify(v) : String(v));
 // only ever given plain file names that artifact.json lists and that were checked.
 export async function loadArtifact(ort, readFile, { precision = "fp32", greedy = "auto",
   verify = true } = {}) {
+  check(!Object.hasOwn(TFLITE_ONLY, precision), `precision ${show(precision)} (${TFLITE_ONLY[precision]}) `
+    + "is a TFLite variant, and this runtime runs the ONNX files: choose fp32, int8 or int8-full");
   check(PRECISIONS.includes(precision), `unknown precision ${show(precision)}; choose one of ${PRECISIONS.join(", ")}`);
   check(GREEDY.includes(greedy), `greedy must be auto, step or fused, got ${show(greedy)}`);
   check(typeof verify === "boolean", `verify must be true or false, got ${show(verify)}`);

@@ -60,24 +60,28 @@ Graphs = dict[str, tuple[bytes, str, tuple[str, ...], tuple[str, ...]]]
 
 
 def create(name: str, graphs: Graphs, device: str = "cpu", threads: int = 1,
-           per_row: bool = False, builtin: frozenset = frozenset()) -> Backend:
+           per_row: bool = False, builtin: frozenset = frozenset(),
+           quantized: dict | None = None) -> Backend:
     """``graphs`` maps "encoder", "decoder_step" and optionally "greedy" to
     ``(file bytes, file name, input names, output names)``. ``per_row`` runs each
     batch row in a call of its own (onnx): for graphs whose answer for a row
     would otherwise depend on the other rows of its batch. ``builtin``: the graphs
-    (tflite) that run on LiteRT's own kernels, as the artifact records."""
+    (tflite) that run on LiteRT's own kernels, as the artifact records.
+    ``quantized``: per graph name, its int8 inputs and outputs as ``(name, scale,
+    zero_point)`` (an int8-io TFLite file), which the backend converts at the call."""
     from ..errors import BackendError
 
     if name == "onnx":
         from .onnx import OnnxBackend
 
-        if builtin:
-            raise BackendError(f"builtin kernels are a LiteRT choice, not onnx's: {builtin}")
+        if builtin or quantized:
+            raise BackendError("builtin kernels and int8 inputs and outputs are LiteRT "
+                               f"choices, not onnx's: {builtin or quantized}")
         return OnnxBackend(graphs, device, threads, per_row)
     if name == "tflite":
         if device != "cpu":
             raise BackendError(f"the tflite backend runs on the CPU only, not {device!r}")
         from .litert import LiteRTBackend
 
-        return LiteRTBackend(graphs, threads, builtin)
+        return LiteRTBackend(graphs, threads, builtin, quantized or {})
     raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -15,6 +15,8 @@ import os
 import queue
 import threading
 
+import numpy as np
+
 from ..errors import ArtifactError, BackendError
 from . import Backend, split_step
 
@@ -35,7 +37,7 @@ class _Interpreter:
     """One interpreter of a graph, with its tensor indices and current batch."""
 
     def __init__(self, Interpreter, threads, data: bytes, filename: str, inputs, outputs,
-                 builtin: bool = False):
+                 builtin: bool = False, quantized=()):
         try:
             if builtin:  # LiteRT's own kernels: the artifact says XNNPACK cannot run it
                 from ai_edge_litert.interpreter import OpResolverType
@@ -56,6 +58,10 @@ class _Interpreter:
                     f"{list(outputs)} (wrong file in this place?)")
             self.inputs = [in_details[n]["index"] for n in inputs]
             self.outputs = [out_details[n]["index"] for n in outputs]
+            recorded = {n: (s, z) for n, s, z in quantized}
+            self.quantize = [_boundary(filename, n, in_details[n], recorded) for n in inputs]
+            self.dequantize = [_boundary(filename, n, out_details[n], recorded)
+                               for n in outputs]
         except (ValueError, RuntimeError) as e:
             raise ArtifactError(f"{filename}: LiteRT cannot load it: "
                                 f"{str(e).splitlines()[0][:300]}") from None
@@ -68,22 +74,47 @@ class _Interpreter:
                 self.interp.resize_tensor_input(index, array.shape, strict=True)
             self.interp.allocate_tensors()
             self.shapes = shapes
-        for index, array in zip(self.inputs, arrays):
+        for index, array, q in zip(self.inputs, arrays, self.quantize):
+            if q is not None:  # real -> int8 by the file's own scale
+                array = np.clip(np.rint(array / q[0]) + q[1], -128, 127).astype(np.int8)
             self.interp.set_tensor(index, array)
         try:
             self.interp.invoke()
         except RuntimeError as e:  # e.g. a delegate that cannot prepare the graph
             raise BackendError(f"LiteRT failed to run the graph: "
                                f"{str(e).splitlines()[0][:300]}") from None
-        return [self.interp.get_tensor(i) for i in self.outputs]
+        out = [self.interp.get_tensor(i) for i in self.outputs]
+        return [x if q is None else ((x.astype(np.float32) - q[1]) * np.float32(q[0]))
+                for x, q in zip(out, self.dequantize)]
+
+
+def _boundary(filename: str, name: str, details: dict, recorded: dict):
+    """``(scale, zero_point)`` of an int8 input or output, or None for any other;
+    raises ArtifactError where the file and artifact.json disagree about it."""
+    given = recorded.get(name)
+    if details["dtype"] != np.int8:
+        if given is not None:
+            raise ArtifactError(f"{filename}: artifact.json gives {name!r} an int8 scale, "
+                                f"but the file's {name!r} is {np.dtype(details['dtype'])}")
+        return None
+    scale, zero = details["quantization"]
+    if given is None:
+        raise ArtifactError(f"{filename}: {name!r} is int8 in the file, but artifact.json "
+                            "records no scale for it (int8_io)")
+    if not (abs(given[0] - scale) <= 1e-6 * scale and given[1] == zero):
+        raise ArtifactError(f"{filename}: {name!r} has scale {scale:.6g} and zero point "
+                            f"{zero} in the file, {given[0]:.6g} and {given[1]} in "
+                            "artifact.json")
+    return float(scale), int(zero)
 
 
 class _Graph:
     """A graph served by a pool of interpreters that grows with concurrent callers."""
 
     def __init__(self, Interpreter, threads, *spec, pool_size: int = POOL_SIZE,
-                 builtin: bool = False):
-        self._new = lambda: _Interpreter(Interpreter, threads, *spec, builtin=builtin)
+                 builtin: bool = False, quantized=()):
+        self._new = lambda: _Interpreter(Interpreter, threads, *spec, builtin=builtin,
+                                         quantized=quantized)
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         self._free.put(self._new())  # the first one also checks the file
         self.size = 1
@@ -113,11 +144,14 @@ class LiteRTBackend(Backend):
 
     name = "tflite"
 
-    def __init__(self, graphs: dict, threads: int = 1, builtin: frozenset = frozenset()):
+    def __init__(self, graphs: dict, threads: int = 1, builtin: frozenset = frozenset(),
+                 quantized: dict | None = None):
         Interpreter = _import_interpreter()
+        quantized = quantized or {}
 
         def graph(name):
-            return _Graph(Interpreter, threads, *graphs[name], builtin=name in builtin)
+            return _Graph(Interpreter, threads, *graphs[name], builtin=name in builtin,
+                          quantized=quantized.get(name, ()))
 
         self._encoder = graph("encoder")
         self._step = graph("decoder_step")
