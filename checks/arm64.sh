@@ -68,11 +68,11 @@ if [ ! -f "$SITE/.ready" ]; then
 fi
 
 # Made again where a cached artifact predates a variant the check now covers.
-if [ ! -f "$WORK/artifact/artifact.json" ] || ! grep -q '"int8-io"' "$WORK/artifact/artifact.json"; then
-    echo "arm64-check: training and exporting a tiny model (fp32, int8, full-integer int8 with float and int8 I/O; ONNX, ORT, TFLite)"
+if [ ! -f "$WORK/artifact/artifact.json" ] || ! grep -q '"int16x8"' "$WORK/artifact/artifact.json"; then
+    echo "arm64-check: training and exporting a tiny model (fp32, int8, full-integer int8 with float and int8 I/O, int16x8; ONNX, ORT, TFLite)"
     "$PY" -m train --samples 800 --epochs 3 --latent-dim 32 --batch-size 32 --test-size 24 \
         --seed 1 --quiet --out "$WORK/model" --force >/dev/null
-    "$PY" -m export "$WORK/model/model.keras" --out "$WORK/artifact" --quantize int8,int8-full,int8-io --ort \
+    "$PY" -m export "$WORK/model/model.keras" --out "$WORK/artifact" --quantize int8,int8-full,int8-io,int16x8 --ort \
         --check-samples 24 --force >/dev/null
 fi
 TEXTS=$WORK/model/heldout.tsv

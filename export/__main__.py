@@ -47,7 +47,8 @@ def parser() -> argparse.ArgumentParser:
                    help="also write smaller variants: int8 (ONNX dynamic, TFLite "
                         "dynamic-range), fp16 (TFLite), int8-full (full-integer, "
                         "calibrated, for NPU and DSP delegates; ONNX static int8), "
-                        "int8-io (TFLite int8-full with int8 inputs and outputs too)")
+                        "int8-io (TFLite int8-full with int8 inputs and outputs too), "
+                        "int16x8 (TFLite int16 activations, int8 weights)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
     p.add_argument("--check-texts", metavar="FILE",
                    help="inputs for the greedy parity check, one per line (text before a "
@@ -56,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--check-samples", type=int, default=200,
                    help="most inputs used by the greedy parity check")
     p.add_argument("--calibration-inputs", type=int, default=100, metavar="N",
-                   help="int8-full and int8-io: inputs their ranges are measured on, taken from the "
+                   help="int8-full, int8-io and int16x8: inputs their ranges are measured on, taken from the "
                         "check-texts file after the checked ones (so the checks judge "
                         "inputs the calibration did not see)")
     p.add_argument("--no-fused", action="store_true",

@@ -71,7 +71,8 @@ def to_tflite(fn, path: Path, precision: str = "fp32",
     with ``metadata`` entries added: ``precision`` "int8" is dynamic-range, "fp16" float16
     weights, "int8-full" full-integer with the ranges measured on ``calibration`` (a
     list of input dicts, one call each), "int8-io" the same with int8 inputs and
-    outputs where they were float, any other value fp32. Raises ConversionError
+    outputs where they were float, "int16x8" int16 activations and int8 weights,
+    any other value fp32. Raises ConversionError
     when the converter fails."""
     module = tf.Module()
     module.fn = fn  # a trackable owner gives the file a signature with named tensors
@@ -91,6 +92,11 @@ def to_tflite(fn, path: Path, precision: str = "fp32",
         # Only int8 kernels: the converter fails rather than leave a float op.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.representative_dataset = lambda: iter(calibration)
+        if precision == "int16x8":  # float kept where 16x8 has no kernel (ARG_MAX only:
+            # the op guard refuses any other float op)
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                tf.lite.OpsSet.TFLITE_BUILTINS]
         if precision == "int8-io":  # float inputs and outputs become int8 (ids stay int32)
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
@@ -98,7 +104,10 @@ def to_tflite(fn, path: Path, precision: str = "fp32",
         with _quiet():
             data = converter.convert()
     except Exception as e:
-        raise ConversionError(f"the TFLite converter failed on {path.name}: {e}") from e
+        hint = ("; int16x8 converts only where TF's 16x8 quantizer handles every op of "
+                "the graph (measured: not an Embedding encoder's int32 ids): export "
+                "without it" if precision == "int16x8" else "")
+        raise ConversionError(f"the TFLite converter failed on {path.name}: {e}{hint}") from e
     path.write_bytes(with_tflite_metadata(data, metadata or {}))
 
 

@@ -10,6 +10,10 @@ FORMATS = ("onnx", "tflite")  # file formats converted from Keras (ORT files com
 # state, memory and probabilities cross the file's boundary as int8, their scales
 # and zero points in artifact.json, and the runtime quantizes and dequantizes them
 # there; token ids stay int32. It is for delegates that take no float tensors.
-QUANTIZE = ("int8", "fp16", "int8-full", "int8-io")
-TFLITE_ONLY = ("fp16", "int8-io")
-STATIC = ("int8-full", "int8-io")  # calibrated on the export's own inputs
+# "int16x8" (TFLite only): int16 activations and int8 weights, calibrated, for the
+# DSPs and NPUs that run 16x8 kernels (an LSTM's cell state keeps 16 bits); the
+# converter has no 16x8 ARG_MAX, so the step's argmax alone runs in float, on the
+# dequantized probabilities.
+QUANTIZE = ("int8", "fp16", "int8-full", "int8-io", "int16x8")
+TFLITE_ONLY = ("fp16", "int8-io", "int16x8")
+STATIC = ("int8-full", "int8-io", "int16x8")  # calibrated on the export's own inputs

@@ -42,16 +42,18 @@ def refused_ops(ops: list[str], allow_while: bool) -> list[str]:
             or "TensorList" in op or (op == "WHILE" and not allow_while)]
 
 
-def check_tflite(path: Path, allow_while: bool, integer: bool = False) -> list[str]:
+def check_tflite(path: Path, allow_while: bool, integer: bool = False,
+                 argmax_in_float: bool = False) -> list[str]:
     """The file's op names; raise OpGuardError if any is not allowed (``integer``:
-    also if any op computes in float, see ``float_ops``)."""
+    also if any op computes in float, see ``float_ops``, which ``argmax_in_float``
+    is passed to)."""
     ops = tflite_ops(path)
     bad = refused_ops(ops, allow_while)
     if bad:
         raise OpGuardError(f"{path.name} uses ops the plain LiteRT interpreter cannot run "
                            f"or that are not allowed here: {', '.join(bad)}")
     if integer:
-        floating = float_ops(path.read_bytes())
+        floating = float_ops(path.read_bytes(), argmax_in_float)
         if floating:
             raise OpGuardError(f"{path.name} is not full-integer: "
                                + "; ".join(floating[:8])
@@ -63,12 +65,13 @@ CONTROL_FLOW = {"WHILE", "IF", "CALL"}
 BOUNDARY = {"QUANTIZE", "DEQUANTIZE", "CAST"}  # CAST: a mask handed over as float
 
 
-def float_ops(data: bytes) -> list[str]:
+def float_ops(data: bytes, argmax_in_float: bool = False) -> list[str]:
     """Where a TFLite file computes in float, every subgraph read from the file's
     schema: "subgraph NAME: OP on float32 tensor T" for each op that touches a
     float tensor and is not a boundary op (``QUANTIZE`` from, or ``DEQUANTIZE`` to,
     a tensor the subgraph or a control-flow op hands over; the control-flow op
-    itself). An empty list means full-integer."""
+    itself). ``argmax_in_float`` (int16x8): an ``ARG_MAX`` may read probabilities a
+    ``DEQUANTIZE`` made for it alone. An empty list means full-integer."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
@@ -84,14 +87,18 @@ def float_ops(data: bytes) -> list[str]:
             if names.get(c) in CONTROL_FLOW:
                 handed |= set(op.inputs) | set(op.outputs)
         label = (sg.name or b"").decode() or "main"
-        handed |= _cast_then_quantized(sg, code, names, floats)
+        handed |= _converted(sg, code, names, floats, "CAST", "QUANTIZE")
+        argmax = _converted(sg, code, names, floats, "DEQUANTIZE", "ARG_MAX") \
+            if argmax_in_float else set()
         for op, c in zip(sg.operators, code):
             name = names.get(c, str(c))
             touched = [i for i in list(op.inputs) + list(op.outputs)
                        if i >= 0 and sg.tensors[i].type in floats]
             if not touched or name in CONTROL_FLOW:
                 continue
-            if name in BOUNDARY and all(i in handed for i in touched):
+            if name in BOUNDARY and all(i in handed | argmax for i in touched):
+                continue
+            if name == "ARG_MAX" and all(i in argmax for i in touched):
                 continue
             tensor = sg.tensors[touched[0]]
             found.append(f"subgraph {label}: {name} on float tensor "
@@ -99,10 +106,11 @@ def float_ops(data: bytes) -> list[str]:
     return found
 
 
-def _cast_then_quantized(sg, code, names, floats) -> set[int]:
-    """Float tensors that a CAST makes from integer tensors and only QUANTIZE ops
-    read: a 0/1 mask made from the token ids and turned straight to int8 (an int8-io
-    encoder's ``memory_mask``). No float arithmetic touches them."""
+def _converted(sg, code, names, floats, maker: str, reader: str) -> set[int]:
+    """Float tensors that a ``maker`` op makes from integer tensors and only
+    ``reader`` ops read. CAST then QUANTIZE: a 0/1 mask made from the token ids and
+    turned straight to int8 (an int8-io encoder's ``memory_mask``); DEQUANTIZE then
+    ARG_MAX: int16x8's argmax. No float arithmetic touches them."""
     made_by, read_by = {}, {}
     for op, c in zip(sg.operators, code):
         for i in op.outputs:
@@ -111,9 +119,9 @@ def _cast_then_quantized(sg, code, names, floats) -> set[int]:
             read_by.setdefault(i, []).append(names.get(c))
     found = set()
     for i, (name, op) in made_by.items():
-        if name == "CAST" and i >= 0 and sg.tensors[i].type in floats and \
+        if name == maker and i >= 0 and sg.tensors[i].type in floats and \
                 all(sg.tensors[j].type not in floats for j in op.inputs if j >= 0) and \
-                read_by.get(i) and set(read_by[i]) == {"QUANTIZE"}:
+                read_by.get(i) and set(read_by[i]) == {reader}:
             found.add(i)
     return found
 
@@ -161,7 +169,8 @@ def convert_guarded(make_fn, path: Path, precision: str, metadata, calibration,
         fn = make_fn()
         convert.to_tflite(fn, path, precision, metadata, calibration)
         try:
-            ops = check_tflite(path, allow_while, integer=precision in STATIC)
+            ops = check_tflite(path, allow_while, integer=precision in STATIC,
+                               argmax_in_float=precision == "int16x8")
             if precision == "int8-io":
                 integer_boundary(path)
             return ops

@@ -11,7 +11,7 @@ from .errors import ConversionError, OpGuardError
 
 # int8-full calibrates the RNN cells' inputs (export/calibration.py); a prefix step's
 # calibration is not built yet.
-UNSUPPORTED = ("int8-full", "int8-io")
+UNSUPPORTED = ("int8-full", "int8-io", "int16x8")
 
 
 def check_options(options) -> None:

@@ -138,7 +138,7 @@ class GraphFile:
     """One model file of the artifact, as ``artifact.json``'s ``graphs`` list records it."""
     name: str  # "encoder", "decoder_step" or "greedy"
     format: str  # "onnx", "ort" or "tflite"
-    precision: str  # "fp32", "int8", "fp16", "int8-full" or "int8-io"
+    precision: str  # "fp32", "int8", "fp16", "int8-full", "int8-io" or "int16x8"
     file: str  # relative to the artifact directory
     sha256: str
     bytes: int
@@ -348,7 +348,7 @@ def load_config(directory: str | Path, unproven: bool = False) -> ArtifactConfig
                                       bool(a["masked"]))
     except VocabularyError as e:
         raise ArtifactError(f"{meta}: bad vocabulary: {e}") from None
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise ArtifactError(f"{meta}: field missing or malformed: {e!r}") from None
     names = [s.name for s in state]
     every = names + [m.name for m in memory]

@@ -16,7 +16,8 @@ from .vocab import Vocabulary
 
 # int8-full: full-integer graphs (float at the boundary); int8-io: full-integer TFLite
 # with int8 inputs and outputs, quantized and dequantized by the backend.
-PRECISIONS = ("fp32", "int8", "fp16", "int8-full", "int8-io")
+# int16x8: int16 activations, int8 weights (TFLite).
+PRECISIONS = ("fp32", "int8", "fp16", "int8-full", "int8-io", "int16x8")
 
 
 class Seq2SeqModel:

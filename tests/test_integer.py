@@ -216,6 +216,96 @@ def test_int8_io_decodes_within_the_gate(integer, kind):
     assert sum(b in pairs[t] for b, t in zip(beams, texts)) >= 0.8 * 20
 
 
+@pytest.fixture(scope="module")
+def sixteen(tmp_path_factory):
+    """(artifact with fp32, int8-full and int16x8 TFLite, run directory) of a one-hot
+    LSTM that has learned the built-in dates: TF's 16x8 quantizer does not convert
+    an Embedding encoder (see the next test)."""
+    from conftest import LEARNED_TRAIN
+    from train.__main__ import main
+
+    run = tmp_path_factory.mktemp("sixteen") / "onehot"
+    args = [a for a in LEARNED_TRAIN if a not in ("--mask",)]
+    at = args.index("--embedding-dim")
+    del args[at:at + 2]
+    assert main([*args, "--out", str(run)]) == 0
+    out = run / "artifact"
+    done = run_module("export", str(run / "model.keras"), "--out", str(out), "--formats",
+                      "tflite", "--quantize", "int8-full,int16x8", "--check-samples",
+                      str(CHECKS), "--calibration-inputs", str(CALIBRATION), timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, run
+
+
+def test_int16x8_refuses_an_embedding_encoder_clearly_and_writes_nothing(integer, tmp_path):
+    art, run = integer("plain")
+    out = tmp_path / "art"
+    done = run_module("export", str(run / "model.keras"), "--out", str(out), "--formats",
+                      "tflite", "--quantize", "int16x8", "--no-fused", timeout=900)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "int16x8 converts only where" in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists()
+
+
+def test_int16x8_has_sixteen_bit_activations_and_only_its_argmax_in_float(sixteen):
+    """--quantize int16x8: int16 activations (LiteRT lists them), int8 weights; the
+    encoder has no float op, the step only the DEQUANTIZE and ARG_MAX of its
+    next_token (TF has no 16x8 ARG_MAX), which the op guard's plain integer mode
+    refuses; the fused graph is not written, and artifact.json says why."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from export.errors import OpGuardError
+    from export.opguard import check_tflite
+
+    art, _ = sixteen
+    meta = read_json(art / "artifact.json")
+    files = {g["name"]: art / g["file"] for g in meta["graphs"] if g["precision"] == "int16x8"}
+    assert sorted(files) == ["decoder_step", "encoder"]
+    assert "tflite/int16x8 greedy" in meta["not_written"]
+    for name, path in files.items():
+        it = Interpreter(model_path=str(path))
+        dtypes = {t["dtype"].__name__ for t in it.get_tensor_details()}
+        assert "int16" in dtypes, (name, dtypes)
+    assert _interpreter_float_ops(files["encoder"]) == []
+    assert sorted(set(_interpreter_float_ops(files["decoder_step"]))) == ["ARG_MAX",
+                                                                          "DEQUANTIZE"]
+    check_tflite(files["decoder_step"], allow_while=False, integer=True,
+                 argmax_in_float=True)
+    with pytest.raises(OpGuardError, match="ARG_MAX"):
+        check_tflite(files["decoder_step"], allow_while=False, integer=True)
+
+
+def test_int16x8_is_nearer_fp32_than_int8_full_and_decodes_within_the_gate(sixteen):
+    """Sixteen-bit activations are the point: on held-out inputs the step's
+    probabilities lie nearer fp32's than int8-full's do, and its greedy decodes
+    agree with fp32 (Keras's answers) on at least 97% and lose at most 2 points of
+    exact match against the truth."""
+    import numpy as np
+
+    art, run = sixteen
+    pairs = {}
+    for line in (run / "heldout.tsv").read_text(encoding="utf-8").splitlines():
+        text, truth = line.split("\t")[:2]
+        pairs.setdefault(text, set()).add(truth)
+    texts = list(pairs)[:CHECKS]
+    models = {p: runtime.load(art, backend="tflite", precision=p, greedy="step")
+              for p in ("fp32", "int8-full", "int16x8")}
+    fp32 = models["fp32"]
+    ids = fp32.vocabulary.encode_inputs(texts)
+    start = np.full(len(texts), fp32.vocabulary.start_id, np.int32)
+    probs = {p: m.backend.step(start, m.backend.encode(ids))[0] for p, m in models.items()}
+    off = {p: float(np.max(np.abs(probs[p] - probs["fp32"]))) for p in ("int8-full", "int16x8")}
+    assert off["int16x8"] < off["int8-full"], off
+
+    def hits(out):
+        return sum(o in pairs[t] for o, t in zip(out, texts)) / len(texts)
+
+    want = fp32.translate(texts)
+    out = models["int16x8"].translate(texts)
+    assert sum(a == b for a, b in zip(out, want)) / len(texts) >= 0.97
+    assert hits(out) >= hits(want) - 0.02
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda g: g["int8_io"]["probs"].update(scale=g["int8_io"]["probs"]["scale"] * 2),
      "in the file"),
@@ -223,6 +313,7 @@ def test_int8_io_decodes_within_the_gate(integer, kind):
     (lambda g: g.pop("int8_io"), "int8_io is recorded for int8-io graphs only"),
     (lambda g: g["int8_io"]["probs"].update(zero_point=300), "zero_point must be"),
     (lambda g: g["int8_io"]["probs"].update(scale=-1.0), "scale must be a positive"),
+    (lambda g: g["int8_io"]["probs"].update(scale=10 ** 400), "malformed"),
     (lambda g: g["int8_io"].update(nonsense={"scale": 1.0, "zero_point": 0}),
      "not one of its inputs or outputs"),
 ])

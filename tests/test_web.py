@@ -317,10 +317,10 @@ def test_node_cli_gives_python_cli_verdicts_on_hostile_input(tiny_artifact, held
 
 
 def test_node_refuses_the_tflite_only_variants_by_name(tiny_artifact):
-    """fp16 and int8-io are TFLite files; the JavaScript runtime runs the ONNX ones,
+    """fp16, int8-io and int16x8 are TFLite files; the JavaScript runtime runs the ONNX ones,
     and says so rather than failing on a missing graph."""
     _need_node()
-    for precision in ("int8-io", "fp16"):
+    for precision in ("int8-io", "int16x8", "fp16"):
         done = _node(str(tiny_artifact), "--precision", precision, stdin="x\n")
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith("error: ") and "is a TFLite variant" in done.stderr

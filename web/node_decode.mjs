@@ -18,7 +18,7 @@ options:
   --greedy MODE         auto, step or fused (default: auto, the faster one as
                         export measured)
   --precision P         fp32, int8 or int8-full, a variant the artifact has (default: fp32);
-                        fp16 and int8-io are TFLite files, refused here
+                        fp16, int8-io and int16x8 are TFLite files, refused here
   --beam K              beam size, 1 to 256 (default: 1, greedy)
   --length-penalty A    beam search ranks finished outputs by sum(log p) / length ** A
                         (default: 1.0)
@@ -74,7 +74,7 @@ function parse(argv) {
   return {
     artifact: positionals[0], textsFile: positionals[1] ?? "-", json: Boolean(v.json), nBest: Boolean(v["n-best"]),
     load: { greedy: choose("greedy", v.greedy, ["auto", "step", "fused"]) ?? "auto",
-      precision: choose("precision", v.precision, ["fp32", "int8", "fp16", "int8-full", "int8-io"]) ?? "fp32", verify: !v["no-verify"] },
+      precision: choose("precision", v.precision, ["fp32", "int8", "fp16", "int8-full", "int8-io", "int16x8"]) ?? "fp32", verify: !v["no-verify"] },
     decode: { beamSize, lengthPenalty: number("length-penalty", v["length-penalty"], false) ?? 1.0,
       maxLength: number("max-length", v["max-length"], true) ?? null,
       unknown: v["skip-unknown"] ? "skip" : v.unk ? "unk" : "error", tooLong: v.truncate ? "truncate" : "error" },

@@ -17,7 +17,8 @@ export { Seq2SeqError, Vocabulary };
 export const MAX_BEAM = 256;  // runtime.decoding.MAX_BEAM
 const PRECISIONS = ["fp32", "int8", "fp16", "int8-full"];
 // TFLite-only variants: this runtime runs the ONNX files.
-const TFLITE_ONLY = { fp16: "float16 weights", "int8-io": "int8 inputs and outputs" };
+const TFLITE_ONLY = { fp16: "float16 weights", "int8-io": "int8 inputs and outputs",
+  int16x8: "int16 activations" };
 const GREEDY = ["auto", "step", "fused"];
 const FLOOR = Math.fround(1e-30);
 

@@ -76,7 +76,9 @@ class _Interpreter:
             self.shapes = shapes
         for index, array, q in zip(self.inputs, arrays, self.quantize):
             if q is not None:  # real -> int8 by the file's own scale
-                array = np.clip(np.rint(array / q[0]) + q[1], -128, 127).astype(np.int8)
+                # times the reciprocal, as LiteRT's own QUANTIZE (ties round alike)
+                array = np.clip(np.rint(array * np.float32(1 / np.float32(q[0]))) + q[1],
+                                -128, 127).astype(np.int8)
             self.interp.set_tensor(index, array)
         try:
             self.interp.invoke()
