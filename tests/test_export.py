@@ -555,6 +555,29 @@ def test_a_recurrence_that_amplifies_rounding_is_held_to_kerass_own_float32_erro
     assert not (tmp_path / "wrong").exists()
 
 
+def test_a_float64_copy_that_disagrees_cannot_loosen_the_bound(tiny_run, heldout, tmp_path,
+                                                               monkeypatch):
+    """Were the float64 copy wrong (its weights off by 1%), Keras's "own error"
+    would be large and the bound with it: export refuses instead, naming it."""
+    from export.errors import ParityError
+    from export.pipeline import export_artifact
+    from family import reference
+
+    real = reference.float64_twin
+
+    def off(model):
+        twin = real(model)
+        twin.set_weights([w * 1.01 for w in twin.get_weights()])
+        return twin
+
+    monkeypatch.setattr(reference, "float64_twin", off)
+    vocab = Vocabulary.load(tiny_run / "vocab.json")
+    with pytest.raises(ParityError, match="encoder"):
+        export_artifact(tiny_run / "model.keras", vocab, tmp_path / "art", texts=heldout,
+                        fused=False, formats=("onnx",), log=lambda *a, **k: None)
+    assert not (tmp_path / "art").exists()
+
+
 @pytest.mark.parametrize("broken", ["beam", "sampling"])
 def test_export_proves_beam_search_and_sampling_on_the_model(learned, tmp_path, monkeypatch,
                                                              broken):

@@ -20,6 +20,16 @@ def _distinct_inputs(path) -> list[str]:
     return list(seen)
 
 
+def _checked(run) -> tuple[dict[str, set[str]], list[str]]:
+    """The held-out references by input, and the first ``CHECKS`` distinct inputs
+    (those export checked; the calibration took the ones after them)."""
+    pairs: dict[str, set[str]] = {}
+    for line in (run / "heldout.tsv").read_text(encoding="utf-8").splitlines():
+        text, truth = line.split("\t")[:2]
+        pairs.setdefault(text, set()).add(truth)
+    return pairs, list(pairs)[:CHECKS]
+
+
 def _interpreter_float_ops(path) -> list[str]:
     """Ops of the file's main graph that compute on a float tensor, as the LiteRT
     interpreter (no delegates) reports them; QUANTIZE (or a CAST) may read a float
@@ -123,11 +133,7 @@ def test_full_integer_decodes_within_the_gate(integer, kind):
     as this test does and flags it."""
     art, run = integer(kind)
     meta = read_json(art / "artifact.json")
-    pairs = {}
-    for line in (run / "heldout.tsv").read_text(encoding="utf-8").splitlines():
-        text, truth = line.split("\t")[:2]
-        pairs.setdefault(text, set()).add(truth)
-    texts = list(pairs)[:CHECKS]
+    pairs, texts = _checked(run)
     assert meta["accuracy"]["pairs"] == len(texts)
 
     def hits(out):
@@ -197,11 +203,7 @@ def test_int8_io_decodes_within_the_gate(integer, kind):
     figure export recorded is the one measured here."""
     art, run = integer(kind)
     meta = read_json(art / "artifact.json")
-    pairs = {}
-    for line in (run / "heldout.tsv").read_text(encoding="utf-8").splitlines():
-        text, truth = line.split("\t")[:2]
-        pairs.setdefault(text, set()).add(truth)
-    texts = list(pairs)[:CHECKS]
+    pairs, texts = _checked(run)
 
     def hits(out):
         return sum(o in pairs[t] for o, t in zip(out, texts)) / len(texts)
@@ -283,11 +285,7 @@ def test_int16x8_is_nearer_fp32_than_int8_full_and_decodes_within_the_gate(sixte
     import numpy as np
 
     art, run = sixteen
-    pairs = {}
-    for line in (run / "heldout.tsv").read_text(encoding="utf-8").splitlines():
-        text, truth = line.split("\t")[:2]
-        pairs.setdefault(text, set()).add(truth)
-    texts = list(pairs)[:CHECKS]
+    pairs, texts = _checked(run)
     models = {p: runtime.load(art, backend="tflite", precision=p, greedy="step")
               for p in ("fp32", "int8-full", "int16x8")}
     fp32 = models["fp32"]
@@ -353,11 +351,7 @@ def test_static_int8_onnx_is_batch_independent_and_within_the_gate(integer, kind
     same alone and in a batch of all of them, with no row-at-a-time fallback (the
     dynamic int8 needs one), and keeps within the gate against fp32 and the truth."""
     art, run = integer(kind)
-    pairs = {}
-    for line in (run / "heldout.tsv").read_text(encoding="utf-8").splitlines():
-        text, truth = line.split("\t")[:2]
-        pairs.setdefault(text, set()).add(truth)
-    texts = list(pairs)[:CHECKS]
+    pairs, texts = _checked(run)
     fp32 = runtime.load(art, backend="onnx").translate(texts)
     model = runtime.load(art, backend="onnx", precision="int8-full")
     assert not model.backend.per_row
