@@ -70,6 +70,10 @@ def parser() -> argparse.ArgumentParser:
                         "(default: rmsprop, adam for --arch transformer)")
     p.add_argument("--learning-rate", type=positive(float), default=1e-3, metavar="LR",
                    help="the starting learning rate")
+    p.add_argument("--label-smoothing", type=float, default=0.0, metavar="E",
+                   help="mix each one-hot target with the uniform distribution by E "
+                        "(Keras's CategoricalCrossentropy label_smoothing; a regulariser "
+                        "for a model that overfits, e.g. 0.1; default 0)")
     p.add_argument("--schedule", choices=("plateau", "none"), default="plateau",
                    help="plateau: halve the learning rate when the validation loss has "
                         "not fallen for half --patience epochs (at least 1), down to "
@@ -174,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     _architecture_defaults(args)
     if not 0 <= args.dropout < 1:
         parser().error(f"--dropout must be at least 0 and below 1, got {args.dropout}")
+    if not 0 <= args.label_smoothing < 1:
+        parser().error(f"--label-smoothing must be at least 0 and below 1, got "
+                       f"{args.label_smoothing}")
     if args.epochs is None:
         real = bool(args.data) or args.builtin == "cmudict"
         args.epochs = EPOCHS_REAL_DATA if real else DEFAULTS["epochs"]
@@ -341,10 +348,11 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
         if args.arch == "transformer":
             model = build_transformer(vocab.input_size, vocab.target_size,
                                       vocab.max_input_length, vocab.max_output_length, arch,
-                                      args.optimizer, args.learning_rate)
+                                      args.optimizer, args.learning_rate,
+                                      args.label_smoothing)
         else:
             model = build_model(vocab.input_size, vocab.target_size, args.latent_dim, arch,
-                                args.optimizer, args.learning_rate)
+                                args.optimizer, args.learning_rate, args.label_smoothing)
     if not args.quiet:
         model.summary()
 

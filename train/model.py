@@ -76,7 +76,7 @@ def _input(name: str, size: int, arch: Architecture):
 
 def build_model(input_size: int, target_size: int, latent_dim: int = 256,
                 arch: Architecture = Architecture(), optimizer: str = "rmsprop",
-                learning_rate: float = 1e-3) -> keras.Model:
+                learning_rate: float = 1e-3, label_smoothing: float = 0.0) -> keras.Model:
     """Encoder RNN(s) return their final state; decoder layer i starts from encoder
     layer i's (or one decoder layer from the top encoder layer's, ``handoff="last"``);
     teacher forcing; Dense softmax. Inputs are one-hot rows or ids. With attention,
@@ -112,7 +112,7 @@ def build_model(input_size: int, target_size: int, latent_dim: int = 256,
     outputs = layers.Dense(target_size, activation=None if arch.logits else "softmax",
                            name="decoder_dense")(x)
     model = keras.Model([encoder_inputs, decoder_inputs], outputs, name="seq2seq")
-    compile_model(model, arch.logits, optimizer, learning_rate)
+    compile_model(model, arch.logits, optimizer, learning_rate, label_smoothing)
     return model
 
 
@@ -120,14 +120,17 @@ OPTIMIZERS = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam
 
 
 def compile_model(model: keras.Model, logits: bool = False, optimizer: str = "rmsprop",
-                  learning_rate: float = 1e-3) -> None:
+                  learning_rate: float = 1e-3, label_smoothing: float = 0.0) -> None:
     # RMSprop at Keras's default rate, as in the seed. The loss is the mean over real
     # target tokens (weight 1; padding has 0): Keras's default divides by every step
     # of the batch, padding included, so a batch's loss would depend on how far it is
-    # padded. Weighted metrics, so padding steps do not count there either.
+    # padded. Weighted metrics, so padding steps do not count there either. Label
+    # smoothing (Keras's own: the one-hot target mixed with the uniform distribution)
+    # regularises a model that overfits; it changes the loss, never the graph.
     model.compile(optimizer=OPTIMIZERS[optimizer](learning_rate=learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(
-                      from_logits=logits, reduction="mean_with_sample_weight"),
+                      from_logits=logits, label_smoothing=label_smoothing,
+                      reduction="mean_with_sample_weight"),
                   weighted_metrics=["accuracy"])
 
 
@@ -164,7 +167,8 @@ class TransformerArchitecture:
 
 def build_transformer(input_size: int, target_size: int, input_length: int,
                       output_length: int, arch: TransformerArchitecture = TransformerArchitecture(),
-                      optimizer: str = "adam", learning_rate: float = 1e-3) -> keras.Model:
+                      optimizer: str = "adam", learning_rate: float = 1e-3,
+                      label_smoothing: float = 0.0) -> keras.Model:
     """The KerasHub encoder-decoder (see TransformerArchitecture), inputs padded on the
     right (positions count from the first token). Exported with the cached step."""
     import warnings
@@ -197,5 +201,5 @@ def build_transformer(input_size: int, target_size: int, input_length: int,
     outputs = layers.Dense(target_size, activation=None if arch.logits else "softmax",
                            name="decoder_dense")(x)
     model = keras.Model([encoder_inputs, decoder_inputs], outputs, name="transformer")
-    compile_model(model, arch.logits, optimizer, learning_rate)
+    compile_model(model, arch.logits, optimizer, learning_rate, label_smoothing)
     return model

@@ -61,10 +61,12 @@ def fit(model: keras.Model, train_arrays, val_arrays, workdir: Path, cfg: FitCon
         _dataset(val_arrays, batch, shuffle=False, drop_remainder=False))
     optimizer = model.optimizer
     steps = int(train_arrays[2].shape[1])
+    smoothing = float(model.loss.label_smoothing)  # as compiled (--label-smoothing)
 
     def sums(inputs, y, w, training: bool):
         probs = model(list(inputs), training=training)
-        loss = keras.losses.categorical_crossentropy(y, probs, from_logits=logits)
+        loss = keras.losses.categorical_crossentropy(y, probs, from_logits=logits,
+                                                     label_smoothing=smoothing)
         right = tf.cast(tf.equal(tf.argmax(y, -1), tf.argmax(probs, -1)), tf.float32)
         return loss, tf.reduce_sum(right * w), tf.reduce_sum(w)
 
