@@ -125,14 +125,36 @@ def test_wer_and_per_follow_their_definitions_against_jiwer():
         assert tied["phone_error_rate"] == pytest.approx(jiwer.wer("A B C", "A B D"))
 
 
-def _masked_model(vocab, attention: str = ""):
+def _masked_model(vocab, attention: str = "", label_smoothing: float = 0.0):
     import keras
 
     from train.model import Architecture, build_model
 
     keras.utils.set_random_seed(0)
     return build_model(vocab.input_size, vocab.target_size, 16,
-                       Architecture(embedding_dim=8, mask=True, attention=attention))
+                       Architecture(embedding_dim=8, mask=True, attention=attention),
+                       label_smoothing=label_smoothing)
+
+
+def test_label_smoothing_trains_on_the_one_hot_target_mixed_with_the_uniform():
+    """``--label-smoothing E``: the loss is the cross-entropy against (1 - E) * one-hot
+    + E / K (Szegedy et al., 2016), averaged over the real target tokens only."""
+    from runtime.vocab import Vocabulary
+    from train import fit
+
+    pairs = [("ab", "X"), ("abcab", "XYZX"), ("c", "YY"), ("bca", "Z")]
+    vocab = Vocabulary.build([a for a, _ in pairs], [b for _, b in pairs],
+                             reserve_padding_id=True)
+    (enc, dec), y, w = fit.Batches(vocab, pairs, 8, ids=True, trim_inputs=True,
+                                   shuffle=False)[0]
+    for e in (0.0, 0.2):
+        model = _masked_model(vocab, "luong", label_smoothing=e)
+        probs = model.predict([enc, dec], verbose=0)
+        target = (1 - e) * y + e / y.shape[-1]
+        per_token = -(target * np.log(probs)).sum(-1)
+        expected = (per_token * w).sum() / w.sum()
+        loss = model.test_on_batch([enc, dec], y, sample_weight=w, return_dict=True)["loss"]
+        assert loss == pytest.approx(expected, rel=1e-4), e
 
 
 @pytest.mark.parametrize("padding", ["left", "right"])
@@ -268,6 +290,8 @@ def test_bad_recipe_options_are_refused_by_name():
                           (["--builtin", "cmudict", "--val-split", "0.2"], "split is fixed"),
                           (["--dropout", "1"], "--dropout must be"),
                           (["--dropout", "-0.1"], "--dropout must be"),
+                          (["--label-smoothing", "1"], "--label-smoothing must be"),
+                          (["--label-smoothing", "-0.5"], "--label-smoothing must be"),
                           (["--monitor", "bleu"], "invalid choice"),
                           (["--stress", "drop"], "--stress applies to --builtin cmudict only")):
         result = run_module("train", *args, "--out", "/nonexistent/never-written")
@@ -277,7 +301,7 @@ def test_bad_recipe_options_are_refused_by_name():
 G2P_TRAIN = ["--builtin", "cmudict", "--samples", "1500", "--embedding-dim", "16", "--mask",
              "--attention", "luong", "--latent-dim", "32", "--epochs", "3", "--dropout",
              "0.2", "--optimizer", "adam", "--batch-size", "32", "--val-decode", "40",
-             "--quiet"]
+             "--label-smoothing", "0.1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -301,6 +325,7 @@ def test_cmudict_trains_and_reports_wer_and_per(g2p_run):
     assert "AO1" in vocab.target_tokens and "sha256" in summary["split"]
     lexicon = summary["held_out_lexicon"]
     assert "cmudict 1.1.3" in summary["data"]
+    assert summary["args"]["label_smoothing"] == 0.1
     # The figures from the held-out file itself, decoded by Keras's reference decoder.
     import keras
 
