@@ -54,6 +54,19 @@ def fused_lines(result: dict) -> list[str]:
     return out
 
 
+def quantized_lines(result: dict) -> list[str]:
+    """Each quantized path against its format's fp32 path at the largest batch."""
+    out = []
+    for name, ratio in result["ratios"].items():
+        if "batched_tokens_vs_fp32" in ratio:
+            duel = result["paths"][name]["against_fp32_batched"]
+            twin = name.split("-")[0] + ("-fused" if name.endswith("-fused") else "")
+            out.append(f"{name}: {duel['tokens_per_s']:,.0f} tokens/s at batch "
+                       f"{duel['batch']} against {duel['fp32_tokens_per_s']:,.0f} ({twin}), "
+                       f"{ratio['batched_tokens_vs_fp32']:.2f}x")
+    return out
+
+
 def browser_line(result: dict) -> str | None:
     web = result.get("browser")
     if not web:
@@ -108,6 +121,10 @@ def console(result: dict) -> str:
     if fused:
         lines += ["", "fused graph against the step loop (batch 1, sentence p50):"]
         lines += [f"  {x}" for x in fused]
+    quantized = quantized_lines(result)
+    if quantized:
+        lines += ["", "quantized against fp32, greedy, batched (in alternation):"]
+        lines += [f"  {x}" for x in quantized]
     if result.get("quality"):
         from .quality import lines as quality_lines
 
@@ -156,6 +173,13 @@ def markdown(result: dict) -> str:
                "format's step graph: both decode the same sentences in alternation (batch 1, "
                "sentence p50), so this ratio holds even when the machine's speed drifts "
                "between the rows of the table above.", ""] + [f"- {x}" for x in fused]
+    quantized = quantized_lines(result)
+    if quantized:
+        md += ["", "## Quantized against fp32, batched", "",
+               "Greedy tokens per second of each quantized path at the largest batch size, "
+               "against the same format's fp32 path of the same kind (step loop or fused), "
+               "the two decoding the same batch in alternation.", ""]
+        md += [f"- {x}" for x in quantized]
     batch = st["batch_sizes"]
     md += ["", "## Throughput (tokens/s)", "",
            "| path | " + " | ".join(f"batch {b}" for b in batch) + " |",

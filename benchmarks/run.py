@@ -177,6 +177,36 @@ def head_to_head(fused: Seq2SeqModel, step: Seq2SeqModel, texts: list[str],
             "step_p50_us": stats(step_times)["p50_us"], "n": reps}
 
 
+def batched_head_to_head(quantized: Seq2SeqModel, fp32: Seq2SeqModel, texts: list[str],
+                         batch: int, budget: float) -> dict:
+    """Greedy tokens per second at ``batch`` of a quantized path against its format's
+    fp32 path, the two decoding the same batch in alternation (the ratio the
+    quantization targets ask for, held on a noisy machine)."""
+    batch_texts = list(itertools.islice(itertools.cycle(texts), batch))
+    runs = [quantized, fp32]
+    tokens = [sum(len(o) + 1 for o in m.translate(batch_texts, batch_size=batch))
+              for m in runs]
+    times: list[list[float]] = [[], []]
+    reps = _count(lambda: fp32.translate(batch_texts, batch_size=batch), budget, lo=5, hi=200)
+    for _ in range(reps):
+        for m, out in zip(runs, times):
+            out += sample(lambda: m.translate(batch_texts, batch_size=batch), 1, warmup=0)
+    rates = [n / float(np.median(t)) for n, t in zip(tokens, times)]
+    return {"batch": batch, "tokens_per_s": rates[0], "fp32_tokens_per_s": rates[1],
+            "n": reps}
+
+
+def _fp32_twin(name: str, models: dict) -> str | None:
+    """The fp32 path of the same format and kind (step loop or fused) as ``name``."""
+    from runtime.model import PRECISIONS
+
+    fmt, _, rest = name.partition("-")
+    if rest.removesuffix("-fused") not in set(PRECISIONS) - {"fp32"}:
+        return None  # fp32 itself, or not a quantized variant (onnx-cuda)
+    twin = fmt + ("-fused" if rest.endswith("-fused") else "")
+    return twin if twin in models else None
+
+
 def run(s: Settings) -> dict:
     s.progress(f"loading {s.artifact} and {s.model}")
     models, skipped, reference = build_paths(s)
@@ -211,6 +241,15 @@ def run(s: Settings) -> dict:
             duel = head_to_head(models[name], models[step_loop], s.texts, s.budget)
             results[name]["against_step_loop"] = duel
             ratios[name]["sentence_vs_step_loop"] = duel["step_p50_us"] / duel["fused_p50_us"]
+    batch = max(s.batch_sizes) if s.batch_sizes else 0
+    for name in results:
+        twin = _fp32_twin(name, models)
+        if twin and batch > 1:
+            s.progress(f"{name} against {twin} at batch {batch}, in alternation")
+            duel = batched_head_to_head(models[name], models[twin], s.texts, batch, s.budget)
+            results[name]["against_fp32_batched"] = duel
+            ratios[name]["batched_tokens_vs_fp32"] = (duel["tokens_per_s"]
+                                                      / duel["fp32_tokens_per_s"])
     serve = {}
     for name, model in models.items():
         if name.startswith("keras") or name.endswith("-cuda"):

@@ -112,6 +112,24 @@ def test_synthetic_model_of_a_chosen_size_exports_with_quantized_variants(tmp_pa
     vocab = json.loads((out / "vocab.json").read_text())
     assert (vocab["max_input_length"], vocab["max_output_length"]) == (5, 6)
     assert len(vocab["input_tokens"]) == 6 and len(vocab["target_tokens"]) == 7
+    # Each quantized path against its format's fp32 path of the same kind, batched, in
+    # alternation: the ratio the quantization targets name, in results.json and the report.
+    bench = tmp_path / "bench"
+    done = run_module("benchmarks", str(out / "artifact"), "--quick", "--backends",
+                      "onnx,onnx-int8,tflite-fused,tflite-int8-fused", "--out", str(bench),
+                      timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((bench / "results.json").read_text())
+    report = (bench / "report.md").read_text()
+    for name, twin in (("onnx-int8", "onnx"), ("tflite-int8-fused", "tflite-fused")):
+        duel = result["paths"][name]["against_fp32_batched"]
+        ratio = result["ratios"][name]["batched_tokens_vs_fp32"]
+        assert duel["batch"] == 4 and duel["n"] >= 5
+        assert ratio == duel["tokens_per_s"] / duel["fp32_tokens_per_s"] > 0
+        line = f"{name}: {duel['tokens_per_s']:,.0f} tokens/s at batch 4 against"
+        assert line in report and f"({twin}), {ratio:.2f}x" in report and line in done.stdout
+    for fp32 in ("onnx", "tflite-fused"):
+        assert "against_fp32_batched" not in result["paths"][fp32]
     done = run_module("benchmarks.synthetic", "--quantize", "int4", "--out", str(tmp_path / "x"))
     assert done.returncode == 2 and "expected a comma-separated list of int8, fp16" in done.stderr
 
