@@ -6,6 +6,7 @@ an app needs only the one it uses.
 """
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -49,10 +50,16 @@ def split_step(outputs: list, state: State, step_outputs: tuple[str, ...]) -> St
     """A step graph's outputs (``probs``, each ``NAME_out``, ``next_token``, and
     ``attention`` where the model has it) as ``(probs, state, next_token,
     attention)``. State the graph does not return (the memory) is passed on."""
-    carried = sum(name.endswith("_out") for name in step_outputs)
+    carried = _carried(step_outputs)
     new = tuple(outputs[1:1 + carried]) + tuple(state[carried:])
     weights = outputs[2 + carried] if len(outputs) > 2 + carried else None
     return outputs[0], new, outputs[1 + carried], weights
+
+
+@functools.lru_cache(maxsize=64)
+def _carried(step_outputs: tuple[str, ...]) -> int:
+    """How many state tensors a step graph returns (counted once, not every token)."""
+    return sum(name.endswith("_out") for name in step_outputs)
 
 
 # Per graph name, (bytes, file name, input names, output names).

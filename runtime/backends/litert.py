@@ -62,6 +62,9 @@ class _Interpreter:
             self.quantize = [_boundary(filename, n, in_details[n], recorded) for n in inputs]
             self.dequantize = [_boundary(filename, n, out_details[n], recorded)
                                for n in outputs]
+            # No int8 boundary (every file but int8-io): the per-token path skips the
+            # conversions altogether.
+            self.plain = not any(self.quantize) and not any(self.dequantize)
         except (ValueError, RuntimeError) as e:
             raise ArtifactError(f"{filename}: LiteRT cannot load it: "
                                 f"{str(e).splitlines()[0][:300]}") from None
@@ -74,20 +77,29 @@ class _Interpreter:
                 self.interp.resize_tensor_input(index, array.shape, strict=True)
             self.interp.allocate_tensors()
             self.shapes = shapes
+        interp = self.interp
+        if self.plain:
+            for index, array in zip(self.inputs, arrays):
+                interp.set_tensor(index, array)
+            self._invoke()
+            return [interp.get_tensor(i) for i in self.outputs]
         for index, array, q in zip(self.inputs, arrays, self.quantize):
             if q is not None:  # real -> int8 by the file's own scale
                 # times the reciprocal, as LiteRT's own QUANTIZE (ties round alike)
                 array = np.clip(np.rint(array * np.float32(1 / np.float32(q[0]))) + q[1],
                                 -128, 127).astype(np.int8)
-            self.interp.set_tensor(index, array)
+            interp.set_tensor(index, array)
+        self._invoke()
+        out = [interp.get_tensor(i) for i in self.outputs]
+        return [x if q is None else ((x.astype(np.float32) - q[1]) * np.float32(q[0]))
+                for x, q in zip(out, self.dequantize)]
+
+    def _invoke(self):
         try:
             self.interp.invoke()
         except RuntimeError as e:  # e.g. a delegate that cannot prepare the graph
             raise BackendError(f"LiteRT failed to run the graph: "
                                f"{str(e).splitlines()[0][:300]}") from None
-        out = [self.interp.get_tensor(i) for i in self.outputs]
-        return [x if q is None else ((x.astype(np.float32) - q[1]) * np.float32(q[0]))
-                for x, q in zip(out, self.dequantize)]
 
 
 def _boundary(filename: str, name: str, details: dict, recorded: dict):
