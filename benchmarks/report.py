@@ -60,9 +60,9 @@ def quantized_lines(result: dict) -> list[str]:
     for name, ratio in result["ratios"].items():
         if "batched_tokens_vs_fp32" in ratio:
             duel = result["paths"][name]["against_fp32_batched"]
-            twin = name.split("-")[0] + ("-fused" if name.endswith("-fused") else "")
             out.append(f"{name}: {duel['tokens_per_s']:,.0f} tokens/s at batch "
-                       f"{duel['batch']} against {duel['fp32_tokens_per_s']:,.0f} ({twin}), "
+                       f"{duel['batch']} against {duel['fp32_tokens_per_s']:,.0f} "
+                       f"({duel['fp32_path']}), "
                        f"{ratio['batched_tokens_vs_fp32']:.2f}x")
     return out
 

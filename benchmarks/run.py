@@ -187,24 +187,27 @@ def batched_head_to_head(quantized: Seq2SeqModel, fp32: Seq2SeqModel, texts: lis
     tokens = [sum(len(o) + 1 for o in m.translate(batch_texts, batch_size=batch))
               for m in runs]
     times: list[list[float]] = [[], []]
+    # Rounds sized by the fp32 side's call; each round runs both (about 2x budget),
+    # the side that goes first alternating.
     reps = _count(lambda: fp32.translate(batch_texts, batch_size=batch), budget, lo=5, hi=200)
-    for _ in range(reps):
-        for m, out in zip(runs, times):
-            out += sample(lambda: m.translate(batch_texts, batch_size=batch), 1, warmup=0)
+    for r in range(reps):
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+            m = runs[i]
+            times[i] += sample(lambda: m.translate(batch_texts, batch_size=batch), 1, warmup=0)
     rates = [n / float(np.median(t)) for n, t in zip(tokens, times)]
     return {"batch": batch, "tokens_per_s": rates[0], "fp32_tokens_per_s": rates[1],
             "n": reps}
 
 
-def _fp32_twin(name: str, models: dict) -> str | None:
-    """The fp32 path of the same format and kind (step loop or fused) as ``name``."""
+def _fp32_twin(name: str) -> str | None:
+    """The fp32 path of the same format and kind (step loop or fused) as ``name``, a
+    quantized or fp16 path; None for any other path."""
     from runtime.model import PRECISIONS
 
     fmt, _, rest = name.partition("-")
     if rest.removesuffix("-fused") not in set(PRECISIONS) - {"fp32"}:
         return None  # fp32 itself, or not a quantized variant (onnx-cuda)
-    twin = fmt + ("-fused" if rest.endswith("-fused") else "")
-    return twin if twin in models else None
+    return fmt + ("-fused" if rest.endswith("-fused") else "")
 
 
 def run(s: Settings) -> dict:
@@ -243,13 +246,20 @@ def run(s: Settings) -> dict:
             ratios[name]["sentence_vs_step_loop"] = duel["step_p50_us"] / duel["fused_p50_us"]
     batch = max(s.batch_sizes) if s.batch_sizes else 0
     for name in results:
-        twin = _fp32_twin(name, models)
-        if twin and batch > 1:
-            s.progress(f"{name} against {twin} at batch {batch}, in alternation")
-            duel = batched_head_to_head(models[name], models[twin], s.texts, batch, s.budget)
-            results[name]["against_fp32_batched"] = duel
-            ratios[name]["batched_tokens_vs_fp32"] = (duel["tokens_per_s"]
-                                                      / duel["fp32_tokens_per_s"])
+        twin = _fp32_twin(name)
+        if twin is None:
+            continue
+        if twin not in models or batch < 2:
+            skipped[f"{name} against fp32, batched"] = (
+                f"{twin} not measured (--backends)" if twin not in models else
+                "no --batch-sizes above 1")
+            continue
+        s.progress(f"{name} against {twin} at batch {batch}, in alternation")
+        duel = batched_head_to_head(models[name], models[twin], s.texts, batch, s.budget)
+        duel["fp32_path"] = twin
+        results[name]["against_fp32_batched"] = duel
+        ratios[name]["batched_tokens_vs_fp32"] = (duel["tokens_per_s"]
+                                                  / duel["fp32_tokens_per_s"])
     serve = {}
     for name, model in models.items():
         if name.startswith("keras") or name.endswith("-cuda"):

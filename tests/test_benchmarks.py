@@ -130,6 +130,12 @@ def test_synthetic_model_of_a_chosen_size_exports_with_quantized_variants(tmp_pa
         assert line in report and f"({twin}), {ratio:.2f}x" in report and line in done.stdout
     for fp32 in ("onnx", "tflite-fused"):
         assert "against_fp32_batched" not in result["paths"][fp32]
+    # Without its fp32 twin the comparison is not silently dropped: skipped says why.
+    done = run_module("benchmarks", str(out / "artifact"), "--quick", "--backends",
+                      "onnx-int8", "--out", str(tmp_path / "alone"), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    skipped = json.loads((tmp_path / "alone" / "results.json").read_text())["skipped"]
+    assert skipped["onnx-int8 against fp32, batched"] == "onnx not measured (--backends)"
     done = run_module("benchmarks.synthetic", "--quantize", "int4", "--out", str(tmp_path / "x"))
     assert done.returncode == 2 and "expected a comma-separated list of int8, fp16" in done.stderr
 

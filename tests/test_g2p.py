@@ -334,8 +334,9 @@ def test_cmudict_trains_and_reports_wer_and_per(g2p_run):
     from train.data import group
 
     held_out = group(read_pairs(out / "heldout.tsv").pairs)
-    decoded = ReferenceDecoder(keras.models.load_model(out / "model.keras"), vocab).greedy(
-        [w for w, _ in held_out])
+    model = keras.models.load_model(out / "model.keras")
+    assert model.loss.label_smoothing == pytest.approx(0.1)  # trained with it, not only noted
+    decoded = ReferenceDecoder(model, vocab).greedy([w for w, _ in held_out])
     wrong = sum(d not in refs for d, (_, refs) in zip(decoded, held_out))
     assert lexicon["word_error_rate"] == pytest.approx(wrong / len(held_out), abs=1e-6)
     assert f"held-out WER {wrong / len(held_out):.2%}" in stdout and "PER" in stdout

@@ -378,7 +378,7 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
             history, interrupted = multiworker.fit(
                 model, fit.teacher_forcing_arrays(vocab, train_pairs, ids),
                 fit.teacher_forcing_arrays(vocab, val_pairs, ids), staging, config,
-                strategy, arch.logits)
+                strategy, arch.logits, args.label_smoothing)
             losses = [e["val_loss"] for e in history.epochs]
             best_epoch = losses.index(min(losses)) + 1 if losses else None
         else:

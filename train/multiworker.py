@@ -48,7 +48,7 @@ def _dataset(arrays, batch: int, shuffle: bool, drop_remainder: bool):
 
 
 def fit(model: keras.Model, train_arrays, val_arrays, workdir: Path, cfg: FitConfig,
-        strategy, logits: bool = False):
+        strategy, logits: bool = False, label_smoothing: float = 0.0):
     """Returns the history (``.epochs``) and False (an interrupt ends the run with
     an error instead: the other workers cannot go on without this one)."""
     batch = cfg.batch_size
@@ -61,12 +61,11 @@ def fit(model: keras.Model, train_arrays, val_arrays, workdir: Path, cfg: FitCon
         _dataset(val_arrays, batch, shuffle=False, drop_remainder=False))
     optimizer = model.optimizer
     steps = int(train_arrays[2].shape[1])
-    smoothing = float(model.loss.label_smoothing)  # as compiled (--label-smoothing)
 
     def sums(inputs, y, w, training: bool):
         probs = model(list(inputs), training=training)
         loss = keras.losses.categorical_crossentropy(y, probs, from_logits=logits,
-                                                     label_smoothing=smoothing)
+                                                     label_smoothing=label_smoothing)
         right = tf.cast(tf.equal(tf.argmax(y, -1), tf.argmax(probs, -1)), tf.float32)
         return loss, tf.reduce_sum(right * w), tf.reduce_sum(w)
 

@@ -50,7 +50,7 @@ def split_step(outputs: list, state: State, step_outputs: tuple[str, ...]) -> St
     """A step graph's outputs (``probs``, each ``NAME_out``, ``next_token``, and
     ``attention`` where the model has it) as ``(probs, state, next_token,
     attention)``. State the graph does not return (the memory) is passed on."""
-    carried = _carried(step_outputs)
+    carried = _carried(tuple(step_outputs))
     new = tuple(outputs[1:1 + carried]) + tuple(state[carried:])
     weights = outputs[2 + carried] if len(outputs) > 2 + carried else None
     return outputs[0], new, outputs[1 + carried], weights
