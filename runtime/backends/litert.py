@@ -6,8 +6,8 @@ each graph is served by a small pool of interpreters: one at first, another
 whenever a caller finds them all busy, up to one per core; concurrent callers
 then run their calls in parallel. Whole decodes in one call (the fused graph)
 scale with threads; the step loop returns to Python every token, and at small
-sizes CPython's GIL, not the pool, serialises it (docs/runtime.md). The decode state travels in and out explicitly, so any interpreter can
-serve any call. Graphs have a dynamic batch dimension; an interpreter is
+sizes CPython's GIL, not the pool, serialises it (docs/runtime.md). The decode
+state travels in and out explicitly, so any interpreter can serve any call. Graphs have a dynamic batch dimension; an interpreter is
 resized when the shapes it is given change.
 """
 from __future__ import annotations
