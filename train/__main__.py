@@ -68,8 +68,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=("rmsprop", "adam"), default=None,
                    help="rmsprop as in keras.io's example; adam often learns faster "
                         "(default: rmsprop, adam for --arch transformer)")
-    p.add_argument("--learning-rate", type=positive(float), default=1e-3, metavar="LR",
-                   help="the starting learning rate")
+    p.add_argument("--learning-rate", type=positive(float), default=None, metavar="LR",
+                   help="the starting learning rate (default 0.001; with --resume, the "
+                        "rate the earlier run had reached)")
     p.add_argument("--label-smoothing", type=float, default=0.0, metavar="E",
                    help="mix each one-hot target with the uniform distribution by E "
                         "(Keras's CategoricalCrossentropy label_smoothing; a regulariser "
@@ -89,6 +90,12 @@ def parser() -> argparse.ArgumentParser:
                                      "--monitor exact-match")
     p.add_argument("--out", default="runs/latest", metavar="DIR", help="output directory")
     p.add_argument("--force", action="store_true", help="replace a finished output directory")
+    p.add_argument("--resume", metavar="RUN", default=None,
+                   help="go on training the run in directory RUN (finished or stopped "
+                        "with Ctrl-C) from its best epoch, with its data, split, model "
+                        "and optimizer state; only --epochs (the upper bound on all "
+                        "epochs, earlier ones included), --patience, --learning-rate, "
+                        "--schedule, --monitor, --val-decode and --out may be given")
     p.add_argument("--test-size", type=positive(int), default=None,
                    help="held-out inputs (with all their targets), never trained on, for "
                         "the quality report (default: 10%% of the distinct inputs, at most "
@@ -162,8 +169,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _given(argv: list[str] | None) -> set[str]:
+    """The options present on the command line (not defaulted)."""
+    p = parser()
+    for action in p._actions:  # argparse's own list; SUPPRESS leaves absent ones out
+        action.default = argparse.SUPPRESS
+    return set(vars(p.parse_args(sys.argv[1:] if argv is None else argv)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    previous = None
+    if args.resume:
+        from . import resume
+
+        try:
+            previous = resume.load(args.resume)
+            resume.merge(args, _given(argv), previous)
+        except Seq2SeqError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    elif args.learning_rate is None:
+        args.learning_rate = 1e-3
     if not args.data and args.builtin == "cmudict":
         for flag, value in (("--test-size", args.test_size), ("--val-split", args.val_split)):
             if value is not None:
@@ -191,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         parser().error("--mask needs --embedding-dim D (masking applies to Embedding "
                        "inputs)")
     try:
-        return run(args)
+        return run(args, previous)
     except Seq2SeqError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -227,7 +254,7 @@ def _architecture_defaults(args) -> None:
     args.dropout = (0.1 if transformer else 0.0) if args.dropout is None else args.dropout
 
 
-def run(args) -> int:
+def run(args, previous=None) -> int:
     import shutil
     import tempfile
 
@@ -245,7 +272,7 @@ def run(args) -> int:
         scratch = Path(tempfile.mkdtemp(prefix="seq2seq-worker-"))
         out = scratch / "run"
     try:
-        return _run(args, out, role, data, distribution, fit, quality)
+        return _run(args, out, role, data, distribution, fit, quality, previous)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -286,7 +313,7 @@ def _load(args, data):
 
 
 def _fit(args, arch, vocab, model, train_pairs, val_pairs, staging: Path, config, data,
-         fit):
+         fit, earlier=None):
     """Keras's fit on length-bucketed batches, choosing the best epoch by
     ``config.monitor`` on a fixed sample of the validation inputs."""
     import random
@@ -306,10 +333,35 @@ def _fit(args, arch, vocab, model, train_pairs, val_pairs, staging: Path, config
           f"longest pair); best epoch by validation {args.monitor}"
           + (f" ({len(sample)} inputs decoded per epoch)" if args.monitor == "exact-match"
              else ""), flush=True)
-    return fit.fit(model, train, val, staging, config, sample)
+    return fit.fit(model, train, val, staging, config, sample, earlier)
 
 
-def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
+def _resumed_model(args, previous, keras):
+    """The earlier run's best model, compiled, with its optimizer's state; the
+    learning rate set anew where --learning-rate was given."""
+    model = keras.models.load_model(previous.directory / rundir.MODEL_FILE)
+    if args.learning_rate is not None:
+        model.optimizer.learning_rate = args.learning_rate  # assigns the variable
+    # What train.json records: the rate this run starts at.
+    args.learning_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    print(f"resuming {previous.directory} after epoch {len(previous.epochs)} from its best "
+          f"epoch {previous.best_epoch}, learning rate {args.learning_rate:g}", flush=True)
+    return model
+
+
+def _earlier(args, previous, fit):
+    """What a resumed fit continues: the history, and the best epoch to beat."""
+    if previous is None:
+        return None
+    from . import resume
+
+    same_sample = previous.args.get("val_decode") == args.val_decode
+    return fit.Earlier(previous.epochs, previous.best_epoch,
+                       resume.best_logs(previous, args.monitor.replace("-", "_"),
+                                        same_sample))
+
+
+def _run(args, out: Path, role, data, distribution, fit, quality, previous=None) -> int:
     source, train_pairs, val_pairs, test_pairs, split_rule = _load(args, data)
     print(f"data: {source}: {len(train_pairs)} train, {len(val_pairs)} validation, "
           f"{len(test_pairs)} held-out pairs ({len(data.group(test_pairs))} distinct "
@@ -345,7 +397,9 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
         print(f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s); "
               f"this process: {role.name}", flush=True)
     with strategy.scope():
-        if args.arch == "transformer":
+        if previous is not None:
+            model = _resumed_model(args, previous, keras)
+        elif args.arch == "transformer":
             model = build_transformer(vocab.input_size, vocab.target_size,
                                       vocab.max_input_length, vocab.max_output_length, arch,
                                       args.optimizer, args.learning_rate,
@@ -360,6 +414,11 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
     staging = outdir.staging_dir(out)
     try:
         vocab.save(staging / rundir.VOCAB_FILE)
+        if previous is not None:
+            from . import resume
+
+            resume.check_vocabulary(previous.directory / rundir.VOCAB_FILE,
+                                    staging / rundir.VOCAB_FILE)
         # Held-out pairs travel with the model: export checks parity on them.
         (staging / rundir.HELDOUT_FILE).write_text(
             "".join(f"{a}\t{b}\n" for a, b in test_pairs), encoding="utf-8")
@@ -384,9 +443,11 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
         else:
             config = fit.FitConfig(args.epochs, args.batch_size, args.patience, verbose,
                                    monitor=args.monitor.replace("-", "_"),
-                                   schedule=args.schedule)
+                                   schedule=args.schedule,
+                                   initial_epoch=len(previous.epochs) if previous else 0)
             history, interrupted, best_epoch = _fit(args, arch, vocab, model, train_pairs,
-                                                    val_pairs, staging, config, data, fit)
+                                                    val_pairs, staging, config, data, fit,
+                                                    _earlier(args, previous, fit))
         seconds = time.monotonic() - started
         model_path = staging / rundir.MODEL_FILE
         digest = None
@@ -421,7 +482,12 @@ def _run(args, out: Path, role, data, distribution, fit, quality) -> int:
                                       "held_out": len(test_pairs),
                                       "held_out_inputs": len(held_out)},
             "args": {k: v for k, v in vars(args).items() if k not in ("force", "quiet")},
-            "epochs_run": len(history.epochs), "seconds": round(seconds, 1),
+            "epochs_run": len(history.epochs),
+            "seconds": round(seconds + (previous.seconds if previous else 0.0), 1),
+            **({"resumed": previous.chain + [{
+                "from": str(previous.directory), "epochs": len(previous.epochs),
+                "best_epoch": previous.best_epoch, "seconds": round(seconds, 1)}]}
+               if previous else {}),
             "interrupted": interrupted, "parameters": int(best.count_params()),
             "distribution": {"strategy": type(strategy).__name__,
                              "replicas": int(strategy.num_replicas_in_sync),

@@ -172,10 +172,11 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 class HistoryFile(keras.callbacks.Callback):
     """Write the history after every epoch, so an interrupted run keeps it."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, earlier: list[dict] | None = None):
         super().__init__()
         self.path = path
-        self.epochs: list[dict] = []
+        # A resumed run's history goes on from the earlier run's.
+        self.epochs: list[dict] = list(earlier or [])
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
@@ -254,9 +255,15 @@ class BestEpoch(keras.callbacks.Callback):
     With ``monitor="exact_match"`` the best epoch has the highest
     ``val_exact_match``, ties broken by the lower ``val_loss`` (a model at 100%
     still improves); with ``"loss"`` the lowest ``val_loss``. Each new best is
-    saved atomically to ``path``. An epoch whose loss is not finite is never best."""
+    saved atomically to ``path``. An epoch whose loss is not finite is never best.
 
-    def __init__(self, path: Path, patience: int, monitor: str = "loss"):
+    A resumed run starts from ``start``, the earlier run's best epoch (its number
+    and logs), which the model holds when training begins: a new epoch must beat
+    it, and if none does the model ends as it began. Without logs (they measured
+    something else) the first new epoch is the best so far."""
+
+    def __init__(self, path: Path, patience: int, monitor: str = "loss",
+                 start: tuple[int, dict | None] | None = None):
         super().__init__()
         if monitor not in MONITORS:
             raise ValueError(f"monitor must be one of {MONITORS}, got {monitor!r}")
@@ -265,6 +272,15 @@ class BestEpoch(keras.callbacks.Callback):
         self.best_epoch = 0
         self.best_weights = None
         self.waited = 0
+        self.start = start
+
+    def on_train_begin(self, logs=None):
+        if self.start is None:
+            return
+        self.best_epoch, earlier = self.start
+        self.best = self._key(earlier) if earlier else None
+        self.best_weights = self.model.get_weights()
+        save_atomically(self.model, self.path)  # the result, should no epoch beat it
 
     def _key(self, logs: dict) -> tuple | None:
         loss = logs.get("val_loss")
@@ -307,14 +323,18 @@ class FitConfig:
     # "plateau": halve the learning rate when val_loss has not fallen for
     # ``patience // 2`` epochs (at least 1), down to 1/64 of the start; "none".
     schedule: str = "none"
+    # Epochs already run (a resumed run): Keras numbers the next one from here.
+    initial_epoch: int = 0
 
 
 def callbacks_for(model: keras.Model, workdir: Path, cfg: FitConfig, vocab: Vocabulary | None,
-                  val_groups) -> tuple[list, HistoryFile, BestEpoch]:
+                  val_groups, earlier: "Earlier | None" = None
+                  ) -> tuple[list, HistoryFile, BestEpoch]:
     """The callbacks in the order they must run: the validation decode writes the
     metric the best epoch is chosen by and the progress line shows."""
-    history = HistoryFile(workdir / HISTORY_FILE)
-    best = BestEpoch(workdir / MODEL_FILE, cfg.patience, cfg.monitor)
+    history = HistoryFile(workdir / HISTORY_FILE, earlier.epochs if earlier else None)
+    best = BestEpoch(workdir / MODEL_FILE, cfg.patience, cfg.monitor,
+                     (earlier.best_epoch, earlier.best_logs) if earlier else None)
     callbacks = []
     if cfg.monitor == "exact_match":
         if not val_groups or vocab is None:
@@ -330,12 +350,24 @@ def callbacks_for(model: keras.Model, workdir: Path, cfg: FitConfig, vocab: Voca
     return callbacks, history, best
 
 
+@dataclass(frozen=True)
+class Earlier:
+    """The run a resumed fit continues (``train.resume``)."""
+    # Its history, epoch 1 first.
+    epochs: list[dict]
+    # The epoch whose weights the model starts with, and that epoch's logs, or None
+    # where they cannot be compared with this fit's (another validation sample).
+    best_epoch: int
+    best_logs: dict | None
+
+
 def fit(model: keras.Model, train: "Batches", val: "Batches", workdir: Path, cfg: FitConfig,
-        val_groups=None):
+        val_groups=None, earlier: Earlier | None = None):
     """Fit until ``cfg.epochs`` or no better epoch for ``cfg.patience``, keeping the
     best epoch on disk and in the model. Returns the history callback, whether the
     run was interrupted (Ctrl-C), and the best epoch (1-based)."""
-    callbacks, history, best = callbacks_for(model, workdir, cfg, train.vocab, val_groups)
+    callbacks, history, best = callbacks_for(model, workdir, cfg, train.vocab, val_groups,
+                                             earlier)
     callbacks.insert(0, EpochCounter(train))
     stop = StopOnInterrupt()
     callbacks.append(stop)
@@ -344,7 +376,8 @@ def fit(model: keras.Model, train: "Batches", val: "Batches", workdir: Path, cfg
     previous = signal.signal(signal.SIGINT, stop.handle) if main_thread else None
     try:
         model.fit(train.dataset(), epochs=cfg.epochs, validation_data=val.dataset(),
-                  callbacks=callbacks, verbose=cfg.verbose, shuffle=False)  # ours
+                  callbacks=callbacks, verbose=cfg.verbose, shuffle=False,  # ours
+                  initial_epoch=cfg.initial_epoch)
     except KeyboardInterrupt:
         interrupted = True
     finally:
