@@ -168,9 +168,46 @@ class Seq2SeqModel:
         as a fourth item with ``return_attention=True`` (attention models)."""
         if return_attention and not self.has_attention:
             raise InputError("this model has no attention, so there are no weights to return")
-        probs, state, nxt, weights = self.backend.step(np.asarray(tokens, dtype=np.int32),
-                                                       tuple(state))
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 1 or not len(tokens) or not np.issubdtype(tokens.dtype, np.integer):
+            raise InputError(f"step() takes a non-empty 1-D array of token ids, got "
+                             f"{tokens.dtype} of shape {tokens.shape}")
+        size = self.vocabulary.target_size
+        if tokens.min() < 0 or tokens.max() >= size:
+            raise InputError(f"step(): token ids must be in [0, {size}), got "
+                             f"{int(tokens.min())}..{int(tokens.max())}")
+        state = self._checked_state(len(tokens), state)
+        probs, state, nxt, weights = self.backend.step(tokens.astype(np.int32), state)
         return (probs, state, nxt, weights) if return_attention else (probs, state, nxt)
+
+    def _checked_state(self, batch: int, state) -> tuple:
+        """The state as ``encode`` returns it, or an InputError naming the tensor
+        that is not: an engine's own message would name none of it."""
+        c = self.config
+        # (name, dtype, shape of one row or None where only the rank is fixed)
+        specs = [(s.name, s.dtype, (s.units,)) for s in c.state]
+        if c.attention:  # encoder outputs over every (padded) input step, and the mask
+            steps = self.vocabulary.max_input_length
+            specs += [(n, "float32", row) for n, row in zip(
+                c.attention.memory_names, ((steps, c.attention.memory_units), (steps,)))]
+        else:
+            specs += [(m.name, m.dtype, tuple(m.shape)) for m in c.memory]
+        if not isinstance(state, (tuple, list)):
+            raise InputError(f"step() takes the state as the tuple encode() returns, got "
+                             f"{type(state).__name__}")
+        state = tuple(state)
+        if len(state) != len(specs):
+            raise InputError(f"step() takes the {len(specs)} state tensors that encode() "
+                             f"returns ({', '.join(n for n, _, _ in specs)}), got {len(state)}")
+        for value, (name, dtype, row) in zip(state, specs):
+            if not isinstance(value, np.ndarray) or value.dtype != dtype or (
+                    value.shape != (batch, *row)):
+                got = (f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray)
+                       else type(value).__name__)
+                want = f"[{', '.join(map(str, (batch, *row)))}]"
+                raise InputError(f"state tensor {name!r} must be a {dtype} array of shape "
+                                 f"{want}, as encode() returns it; got {got}")
+        return state
 
 
 def load(directory: str | Path, backend: str = "onnx", device: str = "cpu",

@@ -137,6 +137,12 @@ def test_low_level_step_returns_the_weights(trained):
     assert all(a is b for a, b in zip(state[len(model.config.state):],
                                       state2[len(model.config.state):]))
     assert len(model.step([1, 1], state)) == 3
+    n = len(model.config.state)
+    memory = state[n]
+    short = (*state[:n], memory[:, 1:], *state[n + 1:])
+    with pytest.raises(InputError, match=rf"'memory' must be a float32 array of shape "
+                                         rf"\[2, {memory.shape[1]}, {memory.shape[2]}\]"):
+        model.step([1, 1], short)
 
 
 def test_heatmap_command_writes_a_png(trained, tmp_path):

@@ -49,15 +49,17 @@ def test_one_epoch_then_a_resumed_one_equals_two_epochs_straight(tmp_path):
     assert summary["seconds"] > read_json(first / "train.json")["seconds"]
 
 
-def test_a_resumed_run_that_never_beats_its_start_keeps_the_start(tmp_path):
+@pytest.mark.parametrize("monitor", ["loss", "exact-match"])
+def test_a_resumed_run_that_never_beats_its_start_keeps_the_start(tmp_path, monitor,
+                                                                  tiny_run_one_epoch):
     """With a learning rate far too large the new epoch is worse; the result is
-    then the earlier run's best model, weight for weight."""
+    then the earlier run's best model, weight for weight, also where the monitor
+    changed (the starting model is measured anew, not taken from the history)."""
     from train.__main__ import main
 
-    first, resumed = tmp_path / "first", tmp_path / "resumed"
-    assert main([*FIT, "--epochs", "1", "--out", str(first)]) == 0
+    first, resumed = tiny_run_one_epoch, tmp_path / "resumed"
     assert main(["--resume", str(first), "--epochs", "2", "--learning-rate", "50",
-                 "--quiet", "--out", str(resumed)]) == 0
+                 "--monitor", monitor, "--quiet", "--out", str(resumed)]) == 0
     history = read_json(resumed / "history.json")["epochs"]
     assert not history[1]["val_loss"] < history[0]["val_loss"]
     summary = read_json(resumed / "train.json")
@@ -70,10 +72,41 @@ def test_a_resumed_run_that_never_beats_its_start_keeps_the_start(tmp_path):
     (["--latent-dim", "64"], "--latent-dim: a resumed run keeps the data and the model"),
     (["--builtin", "numbers"], "--builtin: a resumed run keeps"),
     (["--epochs", "1"], "has already run 1 epochs"),
+    (["--no-reset-after"], "--no-reset-after: a resumed run keeps"),
+    ([], "the earlier run's --epochs 1: "),
 ])
 def test_resume_refuses_what_it_cannot_change(tmp_path, tiny_run_one_epoch, extra, message):
     done = run_module("train", "--resume", str(tiny_run_one_epoch), *extra,
                       "--out", str(tmp_path / "o"))
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_resume_never_writes_over_the_run_it_resumes(tiny_run_one_epoch):
+    before = {p.name: p.read_bytes() for p in tiny_run_one_epoch.iterdir()}
+    done = run_module("train", "--resume", str(tiny_run_one_epoch), "--epochs", "2",
+                      "--force", "--out", str(tiny_run_one_epoch))
+    assert done.returncode == 2 and "the run being resumed" in done.stderr
+    assert {p.name: p.read_bytes() for p in tiny_run_one_epoch.iterdir()} == before
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("train.json", "[1]", "not a JSON object"),
+    ("train.json", "{not json", "not readable JSON"),
+    ("train.json", '{"args": {}, "seconds": 1}', "a run of an older version"),
+    ("history.json", '{"epochs": 3}', "is not as python -m train writes it"),
+    ("model.keras", "not a zip", "model.keras does not load"),
+])
+def test_resume_of_a_damaged_run_says_which_file(tmp_path, tiny_run_one_epoch, name, text,
+                                                 message):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run_one_epoch, run)
+    (run / name).write_text(text)
+    done = run_module("train", "--resume", str(run), "--epochs", "2", "--out",
+                      str(tmp_path / "o"))
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "o").exists()

@@ -153,6 +153,30 @@ def test_low_level_encode_and_step(model, heldout):
     assert nxt.tolist() == probs.argmax(axis=1).tolist()
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda s: (s[0].astype(np.float64), s[1]), "'h0' must be a float32 array of shape "
+                                               r"\[2, \d+\].*got float64"),
+    (lambda s: s[:1], "takes the 2 state tensors that encode\\(\\) returns \\(h0, c0\\), got 1"),
+    (lambda s: (s[0], s[1][:1]), "'c0' must be .* shape \\[2, "),
+    (lambda s: (s[0][:, :-1], s[1]), "'h0' must be .* got float32 \\(2, "),
+    (lambda s: (s[0].tolist(), s[1]), "'h0' must be .*got list"),
+    (lambda s: None, "the tuple encode\\(\\) returns, got NoneType"),
+    (lambda s: s[0], "the tuple encode\\(\\) returns, got ndarray"),
+])
+def test_a_step_on_a_state_unlike_encodes_names_the_tensor(model, heldout, change, message):
+    """The engine's own error would name neither the tensor nor what it should be."""
+    state = model.encode(heldout[:2])
+    with pytest.raises(InputError, match=message):
+        model.step([model.vocabulary.start_id] * 2, change(state))
+    with pytest.raises(InputError, match="1-D array of token ids"):
+        model.step([[model.vocabulary.start_id]] * 2, state)
+    with pytest.raises(InputError, match="non-empty 1-D array"):
+        model.step([], state)
+    size = model.vocabulary.target_size
+    with pytest.raises(InputError, match=rf"in \[0, {size}\), got 1..{size}"):
+        model.step([1, size], state)
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda m: m.translate(["€€"]), "outside the vocabulary: '€'"),
     (lambda m: m.translate([""]), "input 0 is empty"),

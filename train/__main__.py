@@ -13,6 +13,8 @@ from runtime import atomic as outdir
 from runtime.cli import add_version
 from runtime.errors import Seq2SeqError
 
+from .errors import TrainingError
+
 DEFAULTS = dict(samples=30000, epochs=8, batch_size=64, latent_dim=256, seed=0,
                 test_size=500, val_split=0.1, patience=3, val_decode=500)
 # --epochs is an upper bound: the built-in generated sets learn within the demo's 8;
@@ -70,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
                         "(default: rmsprop, adam for --arch transformer)")
     p.add_argument("--learning-rate", type=positive(float), default=None, metavar="LR",
                    help="the starting learning rate (default 0.001; with --resume, the "
-                        "rate the earlier run had reached)")
+                        "rate saved with the earlier run's best epoch)")
     p.add_argument("--label-smoothing", type=float, default=0.0, metavar="E",
                    help="mix each one-hot target with the uniform distribution by E "
                         "(Keras's CategoricalCrossentropy label_smoothing; a regulariser "
@@ -177,6 +179,11 @@ def _given(argv: list[str] | None) -> set[str]:
     return set(vars(p.parse_args(sys.argv[1:] if argv is None else argv)))
 
 
+def _flags() -> dict[str, str]:
+    """Each option's destination -> its flag as a user types it."""
+    return {a.dest: a.option_strings[0] for a in parser()._actions if a.option_strings}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     previous = None
@@ -185,12 +192,14 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             previous = resume.load(args.resume)
-            resume.merge(args, _given(argv), previous)
+            resume.merge(args, _given(argv), previous, _flags())
         except Seq2SeqError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    elif args.learning_rate is None:
-        args.learning_rate = 1e-3
+    else:
+        args.learning_rate = args.learning_rate or 1e-3
+        # The plateau schedule's floor is 1/64 of this, through every later resume.
+        args.first_learning_rate = args.learning_rate
     if not args.data and args.builtin == "cmudict":
         for flag, value in (("--test-size", args.test_size), ("--val-split", args.val_split)):
             if value is not None:
@@ -313,7 +322,7 @@ def _load(args, data):
 
 
 def _fit(args, arch, vocab, model, train_pairs, val_pairs, staging: Path, config, data,
-         fit, earlier=None):
+         fit, previous=None):
     """Keras's fit on length-bucketed batches, choosing the best epoch by
     ``config.monitor`` on a fixed sample of the validation inputs."""
     import random
@@ -333,13 +342,31 @@ def _fit(args, arch, vocab, model, train_pairs, val_pairs, staging: Path, config
           f"longest pair); best epoch by validation {args.monitor}"
           + (f" ({len(sample)} inputs decoded per epoch)" if args.monitor == "exact-match"
              else ""), flush=True)
+    earlier = None
+    if previous is not None:  # the bar a new epoch must clear, measured as it will be
+        logs = fit.start_logs(model, val, config.monitor, vocab, sample)
+        print(f"the starting model (epoch {previous.best_epoch}): validation loss "
+              f"{logs['val_loss']:.4f}" + (f", exact match {logs['val_exact_match']:.1%}"
+                                          if "val_exact_match" in logs else ""), flush=True)
+        earlier = fit.Earlier(previous.epochs, previous.best_epoch, logs)
     return fit.fit(model, train, val, staging, config, sample, earlier)
 
 
 def _resumed_model(args, previous, keras):
     """The earlier run's best model, compiled, with its optimizer's state; the
     learning rate set anew where --learning-rate was given."""
-    model = keras.models.load_model(previous.directory / rundir.MODEL_FILE)
+    path = previous.directory / rundir.MODEL_FILE
+    try:
+        if args.arch == "transformer":
+            import keras_hub  # noqa: F401  (registers the layers the file names)
+        model = keras.models.load_model(path)
+    except Exception as e:  # Keras raises many types for a damaged file
+        raise TrainingError(f"--resume: {path} does not load: "
+                            f"{str(e).splitlines()[0][:300] if str(e) else type(e).__name__}"
+                            ) from None
+    if model.optimizer is None:
+        raise TrainingError(f"--resume: {path} was saved without its optimizer, so its "
+                            "training cannot go on")
     if args.learning_rate is not None:
         model.optimizer.learning_rate = args.learning_rate  # assigns the variable
     # What train.json records: the rate this run starts at.
@@ -347,18 +374,6 @@ def _resumed_model(args, previous, keras):
     print(f"resuming {previous.directory} after epoch {len(previous.epochs)} from its best "
           f"epoch {previous.best_epoch}, learning rate {args.learning_rate:g}", flush=True)
     return model
-
-
-def _earlier(args, previous, fit):
-    """What a resumed fit continues: the history, and the best epoch to beat."""
-    if previous is None:
-        return None
-    from . import resume
-
-    same_sample = previous.args.get("val_decode") == args.val_decode
-    return fit.Earlier(previous.epochs, previous.best_epoch,
-                       resume.best_logs(previous, args.monitor.replace("-", "_"),
-                                        same_sample))
 
 
 def _run(args, out: Path, role, data, distribution, fit, quality, previous=None) -> int:
@@ -444,10 +459,11 @@ def _run(args, out: Path, role, data, distribution, fit, quality, previous=None)
             config = fit.FitConfig(args.epochs, args.batch_size, args.patience, verbose,
                                    monitor=args.monitor.replace("-", "_"),
                                    schedule=args.schedule,
-                                   initial_epoch=len(previous.epochs) if previous else 0)
+                                   initial_epoch=len(previous.epochs) if previous else 0,
+                                   min_lr=args.first_learning_rate / 64)
             history, interrupted, best_epoch = _fit(args, arch, vocab, model, train_pairs,
                                                     val_pairs, staging, config, data, fit,
-                                                    _earlier(args, previous, fit))
+                                                    previous)
         seconds = time.monotonic() - started
         model_path = staging / rundir.MODEL_FILE
         digest = None
@@ -486,7 +502,8 @@ def _run(args, out: Path, role, data, distribution, fit, quality, previous=None)
             "seconds": round(seconds + (previous.seconds if previous else 0.0), 1),
             **({"resumed": previous.chain + [{
                 "from": str(previous.directory), "epochs": len(previous.epochs),
-                "best_epoch": previous.best_epoch, "seconds": round(seconds, 1)}]}
+                "best_epoch": previous.best_epoch,
+                "seconds_this_run": round(seconds, 1)}]}
                if previous else {}),
             "interrupted": interrupted, "parameters": int(best.count_params()),
             "distribution": {"strategy": type(strategy).__name__,

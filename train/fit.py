@@ -178,9 +178,15 @@ class HistoryFile(keras.callbacks.Callback):
         # A resumed run's history goes on from the earlier run's.
         self.epochs: list[dict] = list(earlier or [])
 
+    def on_train_begin(self, logs=None):
+        self._write()  # a resumed run stopped before its first epoch keeps the old history
+
+    def _write(self):
+        self.path.write_text(json.dumps({"epochs": self.epochs}, indent=1) + "\n")
+
     def on_epoch_end(self, epoch, logs=None):
         self.epochs.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
-        self.path.write_text(json.dumps({"epochs": self.epochs}, indent=1) + "\n")
+        self._write()
 
 
 class StopOnInterrupt(keras.callbacks.Callback):
@@ -231,14 +237,16 @@ class ValidationDecode(keras.callbacks.Callback):
                      for _, targets in groups]
 
     def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["val_exact_match"] = self.measure(self.model)
+
+    def measure(self, model: keras.Model) -> float:
         from family.reference import reference_for
 
-        if logs is None:
-            return
-        # Built anew each epoch: its copy of an attention layer holds that layer's
+        # Built anew each time: its copy of an attention layer holds that layer's
         # weights as they were when the copy was made.
-        decoded = reference_for(self.model, self.vocab).greedy(self.texts)
-        logs["val_exact_match"] = sum(d in r for d, r in zip(decoded, self.refs)) / len(decoded)
+        decoded = reference_for(model, self.vocab).greedy(self.texts)
+        return sum(d in r for d, r in zip(decoded, self.refs)) / len(decoded)
 
 
 def save_atomically(model: keras.Model, path: Path) -> None:
@@ -257,10 +265,10 @@ class BestEpoch(keras.callbacks.Callback):
     still improves); with ``"loss"`` the lowest ``val_loss``. Each new best is
     saved atomically to ``path``. An epoch whose loss is not finite is never best.
 
-    A resumed run starts from ``start``, the earlier run's best epoch (its number
-    and logs), which the model holds when training begins: a new epoch must beat
-    it, and if none does the model ends as it began. Without logs (they measured
-    something else) the first new epoch is the best so far."""
+    A resumed run starts from ``start``: the number of the earlier run's best
+    epoch, which the model holds when training begins, and that model's logs as
+    measured now on this run's validation data. A new epoch must beat it; if none
+    does, the model ends as it began."""
 
     def __init__(self, path: Path, patience: int, monitor: str = "loss",
                  start: tuple[int, dict | None] | None = None):
@@ -278,7 +286,7 @@ class BestEpoch(keras.callbacks.Callback):
         if self.start is None:
             return
         self.best_epoch, earlier = self.start
-        self.best = self._key(earlier) if earlier else None
+        self.best = self._key(earlier)
         self.best_weights = self.model.get_weights()
         save_atomically(self.model, self.path)  # the result, should no epoch beat it
 
@@ -325,6 +333,9 @@ class FitConfig:
     schedule: str = "none"
     # Epochs already run (a resumed run): Keras numbers the next one from here.
     initial_epoch: int = 0
+    # The plateau schedule's floor (default: 1/64 of the rate the fit starts at; a
+    # resumed run keeps its first run's floor).
+    min_lr: float | None = None
 
 
 def callbacks_for(model: keras.Model, workdir: Path, cfg: FitConfig, vocab: Vocabulary | None,
@@ -334,7 +345,7 @@ def callbacks_for(model: keras.Model, workdir: Path, cfg: FitConfig, vocab: Voca
     metric the best epoch is chosen by and the progress line shows."""
     history = HistoryFile(workdir / HISTORY_FILE, earlier.epochs if earlier else None)
     best = BestEpoch(workdir / MODEL_FILE, cfg.patience, cfg.monitor,
-                     (earlier.best_epoch, earlier.best_logs) if earlier else None)
+                     (earlier.best_epoch, earlier.logs) if earlier else None)
     callbacks = []
     if cfg.monitor == "exact_match":
         if not val_groups or vocab is None:
@@ -345,7 +356,7 @@ def callbacks_for(model: keras.Model, workdir: Path, cfg: FitConfig, vocab: Voca
         start = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=0.5, patience=max(1, cfg.patience // 2),
-            min_lr=start / 64, verbose=1 if cfg.verbose else 0))
+            min_lr=cfg.min_lr or start / 64, verbose=1 if cfg.verbose else 0))
     callbacks.append(keras.callbacks.TerminateOnNaN())  # a NaN loss stops; BestEpoch skips it
     return callbacks, history, best
 
@@ -355,10 +366,22 @@ class Earlier:
     """The run a resumed fit continues (``train.resume``)."""
     # Its history, epoch 1 first.
     epochs: list[dict]
-    # The epoch whose weights the model starts with, and that epoch's logs, or None
-    # where they cannot be compared with this fit's (another validation sample).
+    # The epoch whose weights the model starts with.
     best_epoch: int
-    best_logs: dict | None
+    # The starting model measured as this fit measures an epoch (``start_logs``).
+    logs: dict
+
+
+def start_logs(model: keras.Model, val: "Batches", monitor: str, vocab: Vocabulary,
+               val_groups) -> dict:
+    """The validation figures of the model a resumed fit starts from, on this fit's
+    validation data and decode sample: what a new epoch must beat. (The earlier
+    history's figures may come from another sample or monitor.)"""
+    loss = model.evaluate(val.dataset(), verbose=0, return_dict=True)["loss"]
+    logs = {"val_loss": float(loss)}
+    if monitor == "exact_match":
+        logs["val_exact_match"] = ValidationDecode(vocab, val_groups).measure(model)
+    return logs
 
 
 def fit(model: keras.Model, train: "Batches", val: "Batches", workdir: Path, cfg: FitConfig,

@@ -47,56 +47,69 @@ def load(directory: str | Path) -> Previous:
     if missing:
         raise TrainingError(f"--resume {directory}: not a finished training run (no "
                             f"{', '.join(missing)})")
-    try:
-        summary = json.loads((directory / rundir.SUMMARY_FILE).read_text(encoding="utf-8"))
-        epochs = json.loads((directory / rundir.HISTORY_FILE).read_text(
-            encoding="utf-8"))["epochs"]
-        args, best = summary["args"], summary["best_epoch"]
-    except (ValueError, KeyError, TypeError) as e:
+    summary, history = (_json(directory / name) for name in (rundir.SUMMARY_FILE,
+                                                             rundir.HISTORY_FILE))
+    args, epochs = summary.get("args"), history.get("epochs")
+    if not isinstance(args, dict) or not isinstance(epochs, list) or not all(
+            isinstance(e, dict) for e in epochs):
         raise TrainingError(f"--resume {directory}: {rundir.SUMMARY_FILE} or "
-                            f"{rundir.HISTORY_FILE} is not as python -m train writes it "
-                            f"({type(e).__name__}: {e})") from None
+                            f"{rundir.HISTORY_FILE} is not as python -m train writes it")
+    if "best_epoch" not in summary:
+        raise TrainingError(f"--resume {directory}: {rundir.SUMMARY_FILE} does not say "
+                            "which epoch model.keras holds (a run of an older version); "
+                            "train it anew")
+    best, seconds = summary["best_epoch"], summary.get("seconds", 0.0)
     if args.get("strategy") == "multiworker":
         raise TrainingError(f"--resume {directory}: a multi-worker run resumes only as "
                             "a fresh run (its loop keeps no epoch-level state)")
     if not isinstance(best, int) or not 1 <= best <= len(epochs):
         raise TrainingError(f"--resume {directory}: its best epoch {best!r} is not one of "
                             f"the {len(epochs)} epochs in {rundir.HISTORY_FILE}")
-    return Previous(directory, args, epochs, best, float(summary.get("seconds", 0.0)),
+    if not isinstance(seconds, (int, float)) or not isinstance(summary.get("resumed", []),
+                                                               list):
+        raise TrainingError(f"--resume {directory}: {rundir.SUMMARY_FILE}'s seconds or "
+                            "resumed is not as python -m train writes it")
+    return Previous(directory, args, epochs, best, float(seconds),
                     list(summary.get("resumed", [])))
 
 
-def merge(args, given: set[str], previous: Previous) -> None:
+def _json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise TrainingError(f"--resume: {path} is not readable JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise TrainingError(f"--resume: {path} is not as python -m train writes it "
+                            "(not a JSON object)")
+    return value
+
+
+def merge(args, given: set[str], previous: Previous, flags: dict[str, str]) -> None:
     """Put the earlier run's options into ``args``, except those ``given`` on this
-    command line; refuse a given option that only the earlier run may set."""
-    refused = sorted(given - RESUMABLE)
+    command line; refuse a given option that only the earlier run may set.
+    ``flags`` names each option as typed."""
+    refused = sorted(flags.get(k, k) for k in given - RESUMABLE)
     if refused:
-        raise TrainingError(f"{', '.join(map(_flag, refused))}: a resumed run keeps the "
-                            f"data and the model of {previous.directory / rundir.SUMMARY_FILE}"
-                            f"; only {', '.join(sorted(map(_flag, RESUMABLE - {'resume'})))}"
-                            " may change")
+        allowed = sorted(flags.get(k, k) for k in RESUMABLE - {"resume"})
+        raise TrainingError(f"{', '.join(refused)}: a resumed run keeps the data and the "
+                            f"model of {previous.directory / rundir.SUMMARY_FILE}; only "
+                            f"{', '.join(allowed)} may change")
+    if Path(args.out).resolve() == previous.directory.resolve():
+        raise TrainingError(f"--out {args.out}: the run being resumed; give another "
+                            "directory, so the earlier run stays as it is")
     for key, value in previous.args.items():
         if key not in given and key not in ("out", "resume"):
             setattr(args, key, value)
+    # The plateau schedule's floor stays 1/64 of the first run's rate.
+    args.first_learning_rate = previous.args.get("first_learning_rate",
+                                                 previous.args.get("learning_rate", 1e-3))
     if "learning_rate" not in given:
         args.learning_rate = None  # the optimizer's own, as it was saved
     if args.epochs <= len(previous.epochs):
-        raise TrainingError(f"--epochs {args.epochs}: {previous.directory} has already run "
-                            f"{len(previous.epochs)} epochs; --epochs is the upper bound "
-                            "on all of them, so give a larger one")
-
-
-def _flag(key: str) -> str:
-    return f"--{key.replace('_', '-')}"
-
-
-def best_logs(previous: Previous, monitor: str, val_decode_same: bool) -> dict | None:
-    """The best epoch's logs, for the new run to beat, where they measure what it
-    measures: its exact match counts only on the same validation sample."""
-    logs = previous.epochs[previous.best_epoch - 1]
-    if monitor == "exact_match" and ("val_exact_match" not in logs or not val_decode_same):
-        return None
-    return logs
+        given_by = "--epochs" if "epochs" in given else "the earlier run's --epochs"
+        raise TrainingError(f"{given_by} {args.epochs}: {previous.directory} has already "
+                            f"run {len(previous.epochs)} epochs; --epochs is the upper "
+                            "bound on all of them, so give a larger one")
 
 
 def check_vocabulary(saved: Path, built: Path) -> None:
