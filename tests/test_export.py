@@ -118,6 +118,34 @@ def test_op_guard_allows_builtin_ops_and_while_where_asked():
     assert refused_ops(BUILTIN + ["WHILE"], allow_while=True) == []
 
 
+@pytest.mark.parametrize("lost, won, p_value", [
+    # McNemar's exact test, one-sided: P(X >= lost) for X ~ Binomial(lost + won, 1/2).
+    (3, 0, 1 / 8),
+    (4, 1, 6 / 32),
+    (12, 0, 1 / 4096),
+])
+def test_beam_below_greedy_against_the_truth_stops_export_only_beyond_chance(lost, won,
+                                                                            p_value):
+    """A learned model may prefer, under beam search, a few answers that are wrong;
+    a beam that cuts answers short loses many. Both lose past the 1-point bound on
+    200 inputs; only a loss that chance explains less than 1% of the time is fatal."""
+    from export.parity import SIGNIFICANCE, _beam_truth_check
+
+    targets = [[f"t{i}"] for i in range(200)]
+    greedy = [f"t{i}" if i < 150 else "x" for i in range(200)]
+    beam = list(greedy)
+    for i in range(lost):
+        beam[i] = "wrong"
+    for i in range(won):
+        beam[150 + i] = f"t{150 + i}"
+    check = _beam_truth_check("onnx/fp32", "beam-4", greedy, beam, targets)
+    assert check.value == (150 - lost + won) / 200 and not check.ok
+    assert f"p = {p_value:.2g}" in check.bound
+    assert check.fatal == (p_value < SIGNIFICANCE)
+    same = _beam_truth_check("onnx/fp32", "beam-4", greedy, greedy, targets)
+    assert same.ok and same.fatal
+
+
 def test_the_faster_measured_choice_is_kept():
     from export.parity import fastest
 
