@@ -309,13 +309,13 @@ def _beam_truth_check(name: str, label: str, greedy: list[str], beam: list[str],
     g, b, n = sum(g_ok) / len(targets), sum(b_ok) / len(targets), len(targets)
     lost = sum(x and not y for x, y in zip(g_ok, b_ok))
     won = sum(y and not x for x, y in zip(g_ok, b_ok))
-    p = binomtest(lost, lost + won, 0.5, alternative="greater").pvalue if lost else 1.0
-    within = b >= g - MAX_ACCURACY_LOSS - 1e-9
+    p = float(binomtest(lost, lost + won, 0.5, alternative="greater").pvalue) if lost else 1.0
+    within = bool(b >= g - MAX_ACCURACY_LOSS - 1e-9)
     return Check(name, f"{label} exact match vs truth ({n} inputs)", b,
                  f">= {g:.1%} - {MAX_ACCURACY_LOSS:.0%} (greedy's), or the loss chance "
                  f"(greedy alone right on {lost}, beam on {won}: p = {p:.2g}, "
                  f"fatal below {SIGNIFICANCE:g})", within,
-                 fatal=within or p < SIGNIFICANCE)
+                 fatal=within or bool(p < SIGNIFICANCE))
 
 
 def _right(got: list[str], targets: list[list[str]]) -> float:

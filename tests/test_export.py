@@ -129,6 +129,8 @@ def test_beam_below_greedy_against_the_truth_stops_export_only_beyond_chance(los
     """A learned model may prefer, under beam search, a few answers that are wrong;
     a beam that cuts answers short loses many. Both lose past the 1-point bound on
     200 inputs; only a loss that chance explains less than 1% of the time is fatal."""
+    from dataclasses import asdict
+
     from export.parity import SIGNIFICANCE, _beam_truth_check
 
     targets = [[f"t{i}"] for i in range(200)]
@@ -142,6 +144,7 @@ def test_beam_below_greedy_against_the_truth_stops_export_only_beyond_chance(los
     assert check.value == (150 - lost + won) / 200 and not check.ok
     assert f"p = {p_value:.2g}" in check.bound
     assert check.fatal == (p_value < SIGNIFICANCE)
+    assert json.loads(json.dumps(asdict(check)))["fatal"] is check.fatal  # artifact.json
     same = _beam_truth_check("onnx/fp32", "beam-4", greedy, greedy, targets)
     assert same.ok and same.fatal
 
