@@ -169,15 +169,17 @@ class Seq2SeqModel:
         if return_attention and not self.has_attention:
             raise InputError("this model has no attention, so there are no weights to return")
         tokens = np.asarray(tokens)
-        if tokens.ndim != 1 or not len(tokens) or not np.issubdtype(tokens.dtype, np.integer):
+        if tokens.ndim != 1 or not len(tokens) or (
+                tokens.dtype != np.int32 and not np.issubdtype(tokens.dtype, np.integer)):
             raise InputError(f"step() takes a non-empty 1-D array of token ids, got "
                              f"{tokens.dtype} of shape {tokens.shape}")
-        size = self.vocabulary.target_size
-        if tokens.min() < 0 or tokens.max() >= size:
-            raise InputError(f"step(): token ids must be in [0, {size}), got "
-                             f"{int(tokens.min())}..{int(tokens.max())}")
+        ids = tokens.tolist()  # min/max of a list: numpy's reductions cost more per call
+        low, high, size = min(ids), max(ids), self.vocabulary.target_size
+        if low < 0 or high >= size:
+            raise InputError(f"step(): token ids must be in [0, {size}), got {low}..{high}")
         state = self._checked_state(len(tokens), state)
-        probs, state, nxt, weights = self.backend.step(tokens.astype(np.int32), state)
+        probs, state, nxt, weights = self.backend.step(tokens.astype(np.int32, copy=False),
+                                                       state)
         return (probs, state, nxt, weights) if return_attention else (probs, state, nxt)
 
     def _checked_state(self, batch: int, state) -> tuple:
